@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Build (if missing) every native binary of the modelobs stack from Go modules.
+#
+#   deploy/build-all.sh                 # build what is missing, write paths.env
+#   deploy/build-all.sh otelcol jaeger  # only these (otelcol jaeger prometheus alertmanager)
+#   deploy/build-all.sh --print         # print the KEY=path lines, build nothing
+#                                       # (exit 1 if a binary is missing)
+#   MODELOBS_FORCE_BUILD=1 deploy/build-all.sh   # rebuild even if cached
+#
+# Cache: ${MODELOBS_CACHE:-$HOME/.cache/modelobs}/bin/<name>-<key>/ where <key> is
+# the first 16 hex chars of sha256(go.mod + go.sum + build flags + `go version`)
+# (for the collector: sha256(manifest.yaml + `go version`), see
+# otel-collector/build.sh). Changing a pin or the Go toolchain changes the key.
+# At the end ${MODELOBS_CACHE}/bin/paths.env holds
+#   OTELCOL_BIN=  JAEGER_BIN=  PROMETHEUS_BIN=  PROMTOOL_BIN=  ALERTMANAGER_BIN=
+# Builds run one after another (2 cores; each Go build already uses all cores).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+cache="${MODELOBS_CACHE:-$HOME/.cache/modelobs}"
+bin_root="${cache}/bin"
+
+log() { printf '[build-all] %s\n' "$*" >&2; }
+die() { printf '[build-all] ERROR: %s\n' "$*" >&2; exit 1; }
+
+command -v go >/dev/null 2>&1 || die "go is not on PATH (Go >= 1.26 needed: the build modules say 'go 1.26.8')"
+command -v sha256sum >/dev/null 2>&1 || die "sha256sum is not on PATH (coreutils)"
+
+go_version="$(go version)"
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-trimpath"
+export CGO_ENABLED=0
+
+# component table: name | module dir | build tags | ldflags extra | "pkg:binary" ...
+prom_ver="3.16.0"   # github.com/prometheus/prometheus v0.316.0 == Prometheus 3.16.0
+am_ver="0.35.0"
+ldv="github.com/prometheus/common/version"
+
+# key for a Go-module component: hash of go.mod, go.sum, tags, ldflags, go version
+module_key() { # dir tags ldflags
+  { cat "$1/go.mod" "$1/go.sum"; printf 'tags=%s\nldflags=%s\n%s\n' "$2" "$3" "$go_version"; } \
+    | sha256sum | cut -c1-16
+}
+
+# build_module NAME DIR TAGS LDFLAGS PKG:BIN [PKG:BIN ...]
+# sets global REPLY_DIR to the output directory
+build_module() {
+  local name="$1" dir="$2" tags="$3" ldextra="$4"; shift 4
+  [[ -f "$dir/go.mod" && -f "$dir/go.sum" ]] || die "$name: $dir/go.mod or go.sum missing"
+  local ldflags="-s -w${ldextra:+ $ldextra}"
+  local key; key="$(module_key "$dir" "$tags" "$ldflags")"
+  local out_dir="${bin_root}/${name}-${key}"
+  REPLY_DIR="$out_dir"
+  local missing=0 spec
+  for spec in "$@"; do [[ -x "$out_dir/${spec#*:}" ]] || missing=1; done
+  if [[ "$PRINT_ONLY" == 1 ]]; then return 0; fi
+  if [[ $missing == 0 && "${MODELOBS_FORCE_BUILD:-0}" != 1 ]]; then
+    log "$name: up to date ($out_dir)"
+    return 0
+  fi
+  log "$name: building into $out_dir (cold builds take minutes on 2 cores)"
+  mkdir -p "$out_dir"
+  local start end
+  start=$(date +%s)
+  for spec in "$@"; do
+    local pkg="${spec%%:*}" bin="${spec#*:}"
+    log "$name: go build $pkg${tags:+ (tags: $tags)}"
+    ( cd "$dir" && go build ${tags:+-tags "$tags"} -ldflags="$ldflags" -o "$out_dir/$bin.tmp" "$pkg" ) \
+      || die "$name: go build $pkg failed (see output above)"
+    mv -f "$out_dir/$bin.tmp" "$out_dir/$bin"
+  done
+  end=$(date +%s)
+  {
+    echo "component=$name"; echo "key=$key"; echo "tags=$tags"; echo "ldflags=$ldflags"
+    echo "go=$go_version"; echo "built_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "build_seconds=$((end - start))"
+  } > "$out_dir/build-info.txt"
+  cp "$dir/go.mod" "$dir/go.sum" "$out_dir/"
+  log "$name: built in $((end - start))s"
+}
+
+PRINT_ONLY=0
+want=()
+for a in "$@"; do
+  case "$a" in
+    --print) PRINT_ONLY=1 ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    otelcol|jaeger|prometheus|alertmanager) want+=("$a") ;;
+    *) die "unknown argument: $a" ;;
+  esac
+done
+[[ ${#want[@]} -gt 0 ]] || want=(otelcol jaeger prometheus alertmanager)
+wants() { local w; for w in "${want[@]}"; do [[ "$w" == "$1" ]] && return 0; done; return 1; }
+
+# Paths are always computed for all four (paths.env is complete); only the
+# wanted ones are built.
+if [[ "$PRINT_ONLY" == 1 ]] || ! wants otelcol; then
+  OTELCOL_BIN="$("$repo/otel-collector/build.sh" --print-path)"
+else
+  OTELCOL_BIN="$("$repo/otel-collector/build.sh" | tail -n1)"
+fi
+
+build_jaeger() {
+  PRINT_ONLY=$1 build_module jaeger "$here/jaeger/build" "" "" \
+    "github.com/jaegertracing/jaeger/cmd/jaeger:jaeger"
+  JAEGER_BIN="$REPLY_DIR/jaeger"
+}
+build_prometheus() {
+  # remove_all_sd: keep only file/http/static service discovery (all we use),
+  # which drops the cloud SDKs from the prometheus binary. The web UI assets
+  # (tag builtinassets) are not in the Go module: UI absent, API works.
+  PRINT_ONLY=$1 build_module prometheus "$here/prometheus/build" "remove_all_sd" \
+    "-X $ldv.Version=$prom_ver -X $ldv.Branch=module -X $ldv.Revision=v0.316.0" \
+    "github.com/prometheus/prometheus/cmd/prometheus:prometheus" \
+    "github.com/prometheus/prometheus/cmd/promtool:promtool"
+  PROMETHEUS_BIN="$REPLY_DIR/prometheus"; PROMTOOL_BIN="$REPLY_DIR/promtool"
+}
+build_alertmanager() {
+  PRINT_ONLY=$1 build_module alertmanager "$here/alertmanager/build" "" \
+    "-X $ldv.Version=$am_ver -X $ldv.Branch=module -X $ldv.Revision=v$am_ver" \
+    "github.com/prometheus/alertmanager/cmd/alertmanager:alertmanager"
+  ALERTMANAGER_BIN="$REPLY_DIR/alertmanager"
+}
+
+for c in jaeger prometheus alertmanager; do
+  if [[ "$PRINT_ONLY" == 1 ]] || ! wants "$c"; then "build_$c" 1; else "build_$c" 0; fi
+done
+
+env_text="OTELCOL_BIN=$OTELCOL_BIN
+JAEGER_BIN=$JAEGER_BIN
+PROMETHEUS_BIN=$PROMETHEUS_BIN
+PROMTOOL_BIN=$PROMTOOL_BIN
+ALERTMANAGER_BIN=$ALERTMANAGER_BIN"
+
+missing=0
+for b in "$OTELCOL_BIN" "$JAEGER_BIN" "$PROMETHEUS_BIN" "$PROMTOOL_BIN" "$ALERTMANAGER_BIN"; do
+  [[ -x "$b" ]] || { log "not built yet: $b"; missing=1; }
+done
+
+if [[ "$PRINT_ONLY" == 1 ]]; then
+  printf '%s\n' "$env_text"
+  exit "$missing"
+fi
+
+mkdir -p "$bin_root"
+printf '%s\n' "$env_text" > "$bin_root/paths.env.tmp"
+mv -f "$bin_root/paths.env.tmp" "$bin_root/paths.env"
+log "wrote $bin_root/paths.env"
+printf '%s\n' "$env_text"
+[[ $missing == 0 ]] || log "some binaries are still missing (built only: ${want[*]})"
