@@ -1,0 +1,1 @@
+"""The two FastAPI apps: the model service and the gateway in front of it."""

@@ -1,0 +1,153 @@
+"""The gateway: authenticates, bounds, and forwards to the model service with trace context.
+
+Retries only when the request cannot have reached the model service (connection
+failures), so a prediction is never made twice; a timeout is answered 504 at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from loguru import logger
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+from ..rejections import Reason, Rejection, error_body, install_error_handlers, internal_error
+from ..request_body import read_limited
+from ..settings import Settings, get_settings
+from ..telemetry import Telemetry, build_telemetry, configure_logging, set_process_telemetry
+from ..telemetry.http_server import ServerTelemetryMiddleware
+
+SERVICE_NAME = "gateway"
+RETRY_BACKOFF_S = 0.05
+# Headers worth passing on; hop-by-hop and auth headers stay at the gateway.
+FORWARDED_HEADERS = ("content-type", "accept")
+
+
+class Upstream:
+    """The model service, reached through one pooled, instrumented client."""
+
+    def __init__(self, settings: Settings, telemetry: Telemetry, transport: Any = None) -> None:
+        self.settings = settings
+        self.client = httpx.AsyncClient(
+            base_url=settings.model_url,
+            timeout=httpx.Timeout(settings.upstream_timeout_s),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            transport=transport,
+        )
+        if telemetry.enabled:
+            HTTPXClientInstrumentor().instrument_client(
+                self.client,
+                tracer_provider=telemetry.tracer_provider,
+                meter_provider=telemetry.meter_provider,
+            )
+
+    async def forward(self, path: str, request: Request) -> Response:
+        body = await read_limited(request, self.settings.max_body_bytes)
+        headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
+        attempts = self.settings.upstream_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                upstream = await self.client.post(path, content=body, headers=headers)
+            except httpx.TimeoutException:
+                return self._fail(504, "upstream_timeout", "model service did not answer in time")
+            except httpx.TransportError as exc:
+                if attempt < attempts:
+                    logger.bind(event="upstream_retry", attempt=attempt).warning(
+                        "model service unreachable ({}), retrying", type(exc).__name__
+                    )
+                    await asyncio.sleep(RETRY_BACKOFF_S * attempt)
+                    continue
+                return self._fail(
+                    503, "upstream_unavailable", f"model service unreachable after {attempts} attempts"
+                )
+            if upstream.status_code >= 500:
+                return self._fail(
+                    502, "upstream_error", f"model service failed with status {upstream.status_code}"
+                )
+            return Response(
+                upstream.content,
+                status_code=upstream.status_code,
+                media_type=upstream.headers.get("content-type", "application/json"),
+            )
+        raise AssertionError("unreachable")
+
+    def _fail(self, status: int, reason: str, message: str) -> JSONResponse:
+        logger.bind(event="upstream_failed", reason=reason, status_code=status).error(message)
+        return JSONResponse(error_body(reason, message), status_code=status)
+
+    async def ready(self) -> bool:
+        try:
+            return (await self.client.get("/readyz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def _check_api_key(request: Request, settings: Settings) -> None:
+    """Constant-time comparison; the key itself is never logged."""
+    if settings.api_key is None:
+        return
+    given = request.headers.get("x-api-key", "")
+    if not hmac.compare_digest(given.encode(), settings.api_key.get_secret_value().encode()):
+        field = "x-api-key"
+        message = "missing API key" if not given else "invalid API key"
+        raise Rejection(Reason.UNAUTHORIZED, field, message)
+
+
+def create_app(
+    settings: Settings | None = None,
+    telemetry: Telemetry | None = None,
+    transport: Any = None,
+) -> FastAPI:
+    """App factory; ``transport`` lets tests wire the gateway to an in-process model service."""
+    settings = settings or get_settings()
+    owns_telemetry = telemetry is None
+    telemetry = telemetry or build_telemetry(SERVICE_NAME, environment=settings.environment)
+    configure_logging()
+    set_process_telemetry(telemetry)
+    state: dict[str, Upstream] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state["upstream"] = Upstream(settings, telemetry, transport)
+        logger.bind(event="gateway_started", model_url=settings.model_url).info(
+            "forwarding to {}", settings.model_url
+        )
+        try:
+            yield
+        finally:
+            await state.pop("upstream").client.aclose()
+            if owns_telemetry:
+                telemetry.shutdown()
+
+    app = FastAPI(title="modelobs gateway", lifespan=lifespan)
+    install_error_handlers(app, telemetry)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        upstream_ready = "upstream" in state and await state["upstream"].ready()
+        status = "ready" if upstream_ready else "model service not ready"
+        return JSONResponse({"status": status}, status_code=200 if upstream_ready else 503)
+
+    @app.post("/v1/predict")
+    async def predict(request: Request) -> Response:
+        _check_api_key(request, settings)
+        try:
+            return await state["upstream"].forward("/predict", request)
+        except Rejection:
+            raise
+        except Exception as exc:
+            return internal_error(exc, "forwarding failed")
+
+    app.add_middleware(ServerTelemetryMiddleware, telemetry=telemetry)
+    return app

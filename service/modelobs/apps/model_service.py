@@ -1,0 +1,209 @@
+"""The model service: validates records, predicts, and tells the three pillars about it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from loguru import logger
+from opentelemetry.trace import Status, StatusCode
+
+from ..model import store
+from ..model.store import ModelBundle
+from ..model.train import train_and_save
+from ..model_metrics import ModelMetrics
+from ..rejections import Rejection, install_error_handlers, internal_error
+from ..request_body import read_json
+from ..settings import Settings, get_settings
+from ..telemetry import Telemetry, build_telemetry, configure_logging, set_process_telemetry
+from ..telemetry.http_server import ServerTelemetryMiddleware
+from ..validation import RequestValidator
+
+SERVICE_NAME = "model-service"
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the fault knob (MODELOBS_FAULT_ERROR_RATE) for error-ratio drills."""
+
+
+@dataclass
+class Prediction:
+    prediction_id: str
+    label: str
+    score: float
+    probabilities: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prediction_id": self.prediction_id,
+            "prediction": self.label,
+            "score": self.score,
+            "probabilities": self.probabilities,
+        }
+
+
+def load_or_train(settings: Settings) -> ModelBundle:
+    """The service trains a model on first start when none exists."""
+    try:
+        return store.load(settings.model_dir)
+    except store.ModelNotFoundError as missing:
+        logger.bind(event="model_training", model_dir=str(settings.model_dir)).info(
+            "{}; training one", missing
+        )
+        return train_and_save(settings.model_dir, name=settings.model_name)
+
+
+class ModelService:
+    """The request-path logic, kept apart from routing so it reads top to bottom."""
+
+    def __init__(self, bundle: ModelBundle, settings: Settings, telemetry: Telemetry) -> None:
+        self.bundle = bundle
+        self.settings = settings
+        self.telemetry = telemetry
+        self.tracer = telemetry.tracer
+        self.metrics = ModelMetrics(telemetry.meter)
+        self.validator = RequestValidator(bundle.schema, settings.max_batch_size)
+        schema = bundle.schema
+        self.model_attributes = {"model.name": schema.name, "model.version": schema.version}
+        self._class_attributes = {
+            label: {**self.model_attributes, "prediction.class": label} for label in schema.classes
+        }
+
+    async def predict(self, request: Request) -> list[Prediction]:
+        with self.tracer.start_as_current_span("validate request") as span:
+            try:
+                payload = await read_json(request, self.settings.max_body_bytes)
+                records = self.validator.records(payload)
+            except Rejection as rejection:
+                span.set_status(Status(StatusCode.ERROR, rejection.reason.value))
+                span.set_attribute("error.type", rejection.reason.value)
+                raise
+            span.set_attribute("modelobs.batch.size", len(records))
+
+        with self.tracer.start_as_current_span("model inference", attributes=self.model_attributes):
+            if self.settings.fault_latency_ms:
+                await asyncio.sleep(self.settings.fault_latency_ms / 1000)
+            if self.settings.fault_error_rate and random.random() < self.settings.fault_error_rate:
+                raise InjectedFault("fault injected by MODELOBS_FAULT_ERROR_RATE")
+            start = time.perf_counter()
+            probabilities = self.bundle.predict_proba(records)
+            elapsed = time.perf_counter() - start
+            self.metrics.inference_duration.record(elapsed, self.model_attributes)
+
+        with self.tracer.start_as_current_span(
+            "record prediction", attributes=self.model_attributes
+        ) as span:
+            predictions = self._to_predictions(probabilities)
+            span.set_attribute("modelobs.prediction.ids", [p.prediction_id for p in predictions])
+            if len(predictions) == 1:
+                span.set_attribute("modelobs.prediction.id", predictions[0].prediction_id)
+            self._record(records, predictions, elapsed)
+        return predictions
+
+    def _to_predictions(self, probabilities: Any) -> list[Prediction]:
+        classes = self.bundle.schema.classes
+        out: list[Prediction] = []
+        for row in probabilities.tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append(
+                Prediction(
+                    prediction_id=str(uuid.uuid4()),
+                    label=classes[best],
+                    score=round(row[best], 6),
+                    probabilities={c: round(p, 6) for c, p in zip(classes, row, strict=True)},
+                )
+            )
+        return out
+
+    def _record(
+        self, records: list[dict[str, float | str]], predictions: list[Prediction], elapsed: float
+    ) -> None:
+        """Metrics and one log record per prediction (features only when allowed)."""
+        version = self.bundle.schema.version
+        for record, prediction in zip(records, predictions, strict=True):
+            attributes = self._class_attributes[prediction.label]
+            self.metrics.predictions.add(1, attributes)
+            self.metrics.score.record(prediction.score, attributes)
+            fields: dict[str, Any] = {
+                "event": "prediction",
+                "prediction.id": prediction.prediction_id,
+                "model.version": version,
+                "prediction.class": prediction.label,
+                "prediction.score": prediction.score,
+                "inference.duration_ms": round(elapsed * 1000, 3),
+                "outcome": "success",
+            }
+            if self.settings.log_features:
+                fields["features"] = record
+            logger.bind(**fields).info("prediction {}", prediction.prediction_id)
+
+
+def create_app(
+    settings: Settings | None = None,
+    telemetry: Telemetry | None = None,
+    bundle: ModelBundle | None = None,
+) -> FastAPI:
+    """App factory (uvicorn calls it in each worker, so the SDK starts after any fork)."""
+    settings = settings or get_settings()
+    owns_telemetry = telemetry is None
+    telemetry = telemetry or build_telemetry(SERVICE_NAME, environment=settings.environment)
+    configure_logging()
+    set_process_telemetry(telemetry)
+    state: dict[str, ModelService] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state["service"] = ModelService(bundle or load_or_train(settings), settings, telemetry)
+        schema = state["service"].bundle.schema
+        logger.bind(event="model_loaded", **{"model.version": schema.version}).info(
+            "serving {} {}", schema.name, schema.version
+        )
+        try:
+            yield
+        finally:
+            state.clear()
+            if owns_telemetry:
+                telemetry.shutdown()
+
+    app = FastAPI(title="modelobs model service", lifespan=lifespan)
+    install_error_handlers(app, telemetry)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        if "service" not in state:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/model")
+    async def model() -> dict[str, Any]:
+        return state["service"].bundle.schema.to_dict()
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Any:
+        service = state["service"]
+        try:
+            predictions = await service.predict(request)
+        except Rejection:
+            raise
+        except Exception as exc:
+            return internal_error(exc, "prediction failed")
+        schema = service.bundle.schema
+        return {
+            "model": {"name": schema.name, "version": schema.version},
+            "predictions": [p.to_json() for p in predictions],
+        }
+
+    app.add_middleware(ServerTelemetryMiddleware, telemetry=telemetry)
+    return app

@@ -1,0 +1,115 @@
+"""The ``modelobs`` command: train, serve, and load."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from .settings import get_settings
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .model.train import train_and_save
+
+    directory = Path(args.model_dir or get_settings().model_dir)
+    bundle = train_and_save(directory, name=get_settings().model_name, version=args.version)
+    print(f"trained {bundle.schema.name} {bundle.schema.version} into {directory}: {bundle.schema.metrics}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.app == "gateway" and args.model_url:
+        os.environ["MODELOBS_MODEL_URL"] = args.model_url
+    get_settings.cache_clear()
+    target = {
+        "model": "modelobs.apps.model_service:create_app",
+        "gateway": "modelobs.apps.gateway:create_app",
+    }[args.app]
+    # Logging is ours (JSON + OTLP); uvicorn's own records are routed into it.
+    uvicorn.run(
+        target,
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    from .load import print_summary, run_load
+    from .scenarios import SCENARIOS
+
+    scenario = SCENARIOS[args.scenario](path=args.path)
+    try:
+        result = asyncio.run(
+            run_load(
+                args.url,
+                scenario,
+                rps=args.rps,
+                duration_s=args.duration,
+                total=args.requests,
+                concurrency=args.concurrency,
+                api_key=os.environ.get("MODELOBS_API_KEY"),
+                show_progress=not args.quiet,
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
+    print_summary(result)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelobs", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train the model and save it with its schema")
+    train.add_argument("--model-dir", help="where to save (default: MODELOBS_MODEL_DIR)")
+    train.add_argument("--version", default="1.0.0", help="model version to record")
+    train.set_defaults(run=_train)
+
+    serve = commands.add_parser("serve", help="run the model service or the gateway")
+    serve.add_argument("app", choices=["model", "gateway"])
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="default 8000 (model), 8080 (gateway)")
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--model-url", help="gateway only; default MODELOBS_MODEL_URL")
+    serve.add_argument("--access-log", action="store_true", help="also log every request")
+    serve.set_defaults(run=_serve)
+
+    load = commands.add_parser("load", help="send traffic and summarise the answers")
+    load.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL")
+    load.add_argument("--path", default="/v1/predict")
+    load.add_argument("--rps", type=float, default=20.0, help="requests per second")
+    load.add_argument("--duration", type=float, default=30.0, help="seconds; 0 with --requests 0 runs until stopped")
+    load.add_argument("--requests", type=int, default=0, help="stop after this many (overrides --duration)")
+    load.add_argument("--concurrency", type=int, default=64)
+    load.add_argument("--scenario", default="steady", help="steady, bad-inputs, ...")
+    load.add_argument("--quiet", action="store_true", help="no progress display")
+    load.set_defaults(run=_load)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve" and args.port is None:
+        args.port = 8000 if args.app == "model" else 8080
+    if args.command == "load":
+        from .scenarios import SCENARIOS
+
+        if args.scenario not in SCENARIOS:
+            print(f"unknown scenario {args.scenario!r}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
+            return 2
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

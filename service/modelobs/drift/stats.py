@@ -1,0 +1,227 @@
+"""Pure, vectorised drift statistics.
+
+Everything here is a plain function of numpy arrays so it can be tested against scipy
+directly. The numeric path is built around a *fixed* reference sample:
+
+* the reference is sorted once (:class:`NumericReference`);
+* every window value is mapped once to an integer **slot code** describing where it falls
+  among the sorted reference values (``2*L`` = strictly between ``ref[L-1]`` and ``ref[L]``,
+  ``2*L + 1`` = equal to ``ref[L]``, where ``L`` is the number of reference values below it);
+* the two-sample KS statistic only depends on how many window values fall in each slot, so
+  it is computed from the sorted integer codes in linear time, evaluating the ECDF
+  difference at exactly the (reference count, window count) pairs that
+  ``scipy.stats.ks_2samp`` evaluates, with the same float expression ``k/n1 - j/n2``.
+  The result is bit-for-bit identical to scipy's ``method='asymp'`` statistic and p-value.
+
+Because codes are computed per value, a sliding window only needs codes for its *new* rows
+(the monitor caches the rest); see ``DriftMonitor.compute``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+from scipy.stats import kstwo
+
+#: Lower bound applied to bin proportions before taking logs in PSI. 1e-4 is the common
+#: industry choice: an empty bin then contributes a large but finite term
+#: (e.g. reference 10% vs window 0% gives (0.1 - 1e-4) * ln(0.1 / 1e-4) ~ 0.69).
+PSI_EPSILON = 1e-4
+
+
+@dataclass(frozen=True)
+class NumericReference:
+    """A numeric reference sample prepared once: sorted values plus PSI bins.
+
+    ``group_end[i]`` is the number of reference values ``<= sorted[i]`` (handles ties);
+    ``edge_slots`` are the slot codes of the PSI bin edges (edges are reference values, so a
+    window value's bin follows from its slot code alone); ``bin_props`` are the reference
+    proportions per bin.
+    """
+
+    sorted: np.ndarray
+    group_end: np.ndarray
+    edges: np.ndarray
+    edge_slots: np.ndarray
+    bin_props: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.sorted.shape[0])
+
+    @property
+    def nan_code(self) -> int:
+        """Code for missing / non-finite values; sorts after every real slot."""
+        return 2 * self.n + 1
+
+
+def prepare_numeric_reference(values: np.ndarray, bins: int = 10) -> NumericReference:
+    """Sort the reference once and derive quantile PSI bins from it.
+
+    Non-finite reference values are dropped (they carry no distributional information).
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = np.sort(x[np.isfinite(x)])
+    if x.size == 0:
+        raise ValueError("numeric reference must contain at least one finite value")
+    if bins < 2:
+        raise ValueError("psi bins must be >= 2")
+    n = x.size
+    # number of reference values <= x[i]: right insertion point of each value in itself
+    group_end = np.searchsorted(x, x, side="right").astype(np.int64)
+    edges = quantile_edges(x, bins)
+    # slot code of "equal to edge": 2 * (count of reference values strictly below it) + 1
+    edge_slots = 2 * np.searchsorted(x, edges, side="left").astype(np.int64) + 1
+    ref_counts = np.diff(np.concatenate(([0], np.searchsorted(x, edges, side="left"), [n])))
+    return NumericReference(
+        sorted=x,
+        group_end=group_end,
+        edges=edges,
+        edge_slots=edge_slots,
+        bin_props=ref_counts / n,
+    )
+
+
+def quantile_edges(sorted_ref: np.ndarray, bins: int) -> np.ndarray:
+    """Interior PSI bin edges: reference quantiles at 1/bins .. (bins-1)/bins.
+
+    ``method='inverted_cdf'`` makes every edge an actual reference value (needed so a bin
+    is a function of the slot code). Duplicate edges -- heavy ties, discrete data -- are
+    merged with ``np.unique``, so there may be fewer than ``bins`` bins. Bin ``k`` is
+    ``[edge[k-1], edge[k])`` with open outer ends, so values beyond the reference range
+    land in the outer bins.
+    """
+    qs = np.arange(1, bins) / bins
+    return np.unique(np.quantile(sorted_ref, qs, method="inverted_cdf"))
+
+
+def slot_codes(ref: NumericReference, x: np.ndarray) -> np.ndarray:
+    """Map values to slot codes among the sorted reference (NaN/inf -> ``ref.nan_code``)."""
+    x = np.asarray(x, dtype=np.float64)
+    left = np.searchsorted(ref.sorted, x, side="left")
+    at = np.minimum(left, ref.n - 1)
+    equal = (left < ref.n) & (ref.sorted[at] == x)
+    codes = 2 * left.astype(np.int64) + equal
+    codes[~np.isfinite(x)] = ref.nan_code
+    return codes
+
+
+def ks_statistic_from_codes(ref: NumericReference, codes: np.ndarray) -> tuple[float, int]:
+    """Two-sided KS statistic between the reference and a window given as slot codes.
+
+    Returns ``(D, n_window)`` where NaN codes are excluded from ``n_window``.
+    ``D`` is NaN when the window is empty. See the module docstring for why the candidate
+    pairs below are exactly the ones that decide scipy's max/min.
+    """
+    sc = np.sort(codes)
+    n2 = int(np.searchsorted(sc, ref.nan_code, side="left"))
+    if n2 == 0:
+        return float("nan"), 0
+    sc = sc[:n2]
+    n1 = ref.n
+    # groups of identical codes = non-empty slots; [start, end) positions in sorted codes
+    change = np.flatnonzero(sc[1:] != sc[:-1]) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [n2]))
+    slots = sc[starts]
+    below = slots >> 1  # reference values strictly below the slot
+    is_equal = (slots & 1).astype(bool)
+    # reference count <= the slot's values
+    ref_le = np.where(is_equal, ref.group_end[np.minimum(below, n1 - 1)], below)
+    # max of cdf_ref - cdf_win: last reference point before the slot (window count = start);
+    # min: the slot's last window point (window count = end). Same float ops as scipy.
+    upper = below / n1 - starts / n2
+    lower = ref_le / n1 - ends / n2
+    max_s = max(float(upper.max()), 0.0)
+    min_s = float(np.clip(-min(float(lower.min()), 0.0), 0, 1))
+    return (min_s if min_s > max_s else max_s), n2
+
+
+def ks_pvalue_asymp(d: np.ndarray, n1: np.ndarray | int, n2: np.ndarray | int) -> np.ndarray:
+    """Two-sided asymptotic KS p-value, computed exactly as ``ks_2samp(method='asymp')``.
+
+    Vectorised over features (one ``kstwo.sf`` call). NaN statistics give NaN p-values.
+    """
+    d = np.atleast_1d(np.asarray(d, dtype=np.float64))
+    a = np.broadcast_to(np.asarray(n1, dtype=np.float64), d.shape)
+    b = np.broadcast_to(np.asarray(n2, dtype=np.float64), d.shape)
+    m = np.maximum(a, b)
+    n = np.minimum(a, b)
+    out = np.full(d.shape, np.nan)
+    ok = np.isfinite(d) & (n > 0)
+    if ok.any():
+        en = m[ok] * n[ok] / (m[ok] + n[ok])
+        out[ok] = np.clip(kstwo.sf(d[ok], np.round(en)), 0, 1)
+    return out
+
+
+def ks_2samp_asymp(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Convenience one-shot equivalent of ``scipy.stats.ks_2samp(x, y, method='asymp')``.
+
+    ``x`` plays the reference role. Used by tests; the monitor reuses the prepared pieces.
+    """
+    ref = prepare_numeric_reference(x, bins=2)
+    d, n2 = ks_statistic_from_codes(ref, slot_codes(ref, y))
+    return d, float(ks_pvalue_asymp(np.array([d]), ref.n, n2)[0])
+
+
+def numeric_bin_counts(ref: NumericReference, sorted_codes: np.ndarray) -> np.ndarray:
+    """Window counts per PSI bin from *sorted*, NaN-free slot codes (a few bisections)."""
+    below_edge = np.searchsorted(sorted_codes, ref.edge_slots, side="left")
+    return np.diff(np.concatenate(([0], below_edge, [sorted_codes.shape[0]])))
+
+
+def psi(expected_props: np.ndarray, actual_props: np.ndarray, eps: float = PSI_EPSILON) -> float:
+    """Population Stability Index ``sum((a - e) * ln(a / e))``.
+
+    Proportions are floored at ``eps`` (see :data:`PSI_EPSILON`) so empty bins stay finite;
+    they are not renormalised, so a bin empty on both sides contributes exactly 0.
+    """
+    e = np.maximum(np.asarray(expected_props, dtype=np.float64), eps)
+    a = np.maximum(np.asarray(actual_props, dtype=np.float64), eps)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def chi2_two_sample(ref_counts: np.ndarray, win_counts: np.ndarray) -> tuple[float, float, int]:
+    """Pearson chi-square test of homogeneity on the 2 x K table [reference; window].
+
+    Equals ``scipy.stats.chi2_contingency(table, correction=False)`` after dropping
+    categories that are empty in both rows (scipy rejects zero expected counts; an empty
+    category carries no evidence). Why the contingency test rather than a goodness-of-fit
+    ``chisquare`` against reference proportions: the reference is itself a finite sample,
+    and treating its proportions as exact inflates false alarms -- this is the categorical
+    analogue of the two-sample KS test. No Yates correction, so the test behaves the same
+    for K = 2 as for larger K. Returns ``(statistic, p_value, dof)``.
+    """
+    table = np.vstack((ref_counts, win_counts)).astype(np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    k = table.shape[1]
+    if k < 2 or table[1].sum() == 0 or table[0].sum() == 0:
+        return 0.0, 1.0, 0
+    # same operation order as scipy.stats.contingency.expected_freq
+    rows = table.sum(axis=1, keepdims=True)
+    cols = table.sum(axis=0, keepdims=True)
+    expected = rows * cols / table.sum()
+    stat = float(np.sum((table - expected) ** 2 / expected))
+    dof = k - 1
+    return stat, float(special.chdtrc(float(dof), stat)), dof
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (same as ``false_discovery_control(p, 'bh')``).
+
+    NaN entries (features without a test result) are ignored and stay NaN.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    if m == 0:
+        return out
+    order = np.argsort(p[ok], kind="stable")
+    scaled = p[ok][order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(scaled[::-1])[::-1]
+    out[ok[order]] = np.clip(adjusted, 0, 1)
+    return out

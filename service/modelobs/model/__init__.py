@@ -1,0 +1,1 @@
+"""The model: a deterministic training set, its feature schema, training and storage."""

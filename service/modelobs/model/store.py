@@ -1,0 +1,75 @@
+"""Save and load a model bundle: estimator, schema, and a reference sample for drift."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .features import Encoder
+from .schema import ModelSchema
+
+ESTIMATOR_FILE = "model.pkl"
+SCHEMA_FILE = "schema.json"
+REFERENCE_FILE = "reference.npz"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No complete model bundle in the directory."""
+
+
+@dataclass
+class ModelBundle:
+    """A trained model ready to serve."""
+
+    schema: ModelSchema
+    estimator: Any
+    reference: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        self.encoder = Encoder(self.schema)
+
+    def predict_proba(self, records: list[dict[str, float | str]]) -> np.ndarray:
+        return self.estimator.predict_proba(self.encoder.encode(records))
+
+
+def save(bundle: ModelBundle, directory: Path) -> None:
+    """Write atomically: a crash mid-save never leaves a half bundle behind."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".model-", dir=directory.parent))
+    try:
+        with open(staging / ESTIMATOR_FILE, "wb") as fh:
+            pickle.dump(bundle.estimator, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        (staging / SCHEMA_FILE).write_text(json.dumps(bundle.schema.to_dict(), indent=2))
+        np.savez_compressed(
+            staging / REFERENCE_FILE,
+            **{k: np.asarray(v, dtype=object if v.dtype == object else v.dtype)
+               for k, v in bundle.reference.items()},
+        )
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def load(directory: Path) -> ModelBundle:
+    """Load a bundle this project wrote (the pickle is trusted: it is our own artifact)."""
+    files = [directory / ESTIMATOR_FILE, directory / SCHEMA_FILE, directory / REFERENCE_FILE]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise ModelNotFoundError(f"no model in {directory} (missing {', '.join(missing)})")
+    schema = ModelSchema.from_dict(json.loads((directory / SCHEMA_FILE).read_text()))
+    with open(directory / ESTIMATOR_FILE, "rb") as fh:
+        estimator = pickle.load(fh)  # noqa: S301 - our own artifact
+    with np.load(directory / REFERENCE_FILE, allow_pickle=True) as npz:
+        reference = {name: npz[name] for name in npz.files}
+    return ModelBundle(schema=schema, estimator=estimator, reference=reference)

@@ -1,0 +1,61 @@
+"""Read a JSON request body with a size limit, turning every failure into a Rejection."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from .rejections import Reason, Rejection
+
+JSON_MEDIA_TYPES = frozenset({"application/json"})
+
+
+def check_content_type(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in JSON_MEDIA_TYPES:
+        shown = media_type or "none"
+        raise Rejection(
+            Reason.UNSUPPORTED_MEDIA_TYPE,
+            "content-type",
+            f"expected application/json, got {shown[:60]}",
+        )
+
+
+async def read_limited(request: Request, max_bytes: int) -> bytes:
+    """The body, refused as soon as it passes ``max_bytes`` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    too_large = Rejection(
+        Reason.BODY_TOO_LARGE, "body", f"request body exceeds the limit of {max_bytes} bytes"
+    )
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise Rejection(Reason.MALFORMED_JSON, "body", "request body is empty")
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise Rejection(Reason.MALFORMED_JSON, "body", "request body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise Rejection(
+            Reason.MALFORMED_JSON,
+            "body",
+            f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+        ) from None
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    check_content_type(request)
+    return parse_json(await read_limited(request, max_bytes))

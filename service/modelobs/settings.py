@@ -1,0 +1,60 @@
+"""One typed settings object, read from the environment (prefix ``MODELOBS_``).
+
+OpenTelemetry itself is configured by the standard ``OTEL_*`` variables, which the SDK
+reads; only what OpenTelemetry has no variable for lives here.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the services read from the environment, with safe defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELOBS_", extra="ignore")
+
+    # Where the trained model lives; trained on first start when missing.
+    model_dir: Path = Path("var/model")
+    model_name: str = "churn-classifier"
+
+    # deployment.environment.name when OTEL_RESOURCE_ATTRIBUTES does not set it.
+    environment: str = "dev"
+
+    # Request limits of the model service.
+    max_batch_size: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # Raw feature values in prediction logs: off by default (they may be personal data).
+    log_features: bool = False
+
+    # Gateway → model service.
+    model_url: str = "http://127.0.0.1:8000"
+    upstream_timeout_s: float = Field(default=2.0, gt=0)
+    upstream_retries: int = Field(default=2, ge=0, le=5)
+    api_key: SecretStr | None = None
+
+    # Fault injection for alert drills: extra latency added to every prediction.
+    fault_latency_ms: float = Field(default=0.0, ge=0)
+    # Share of predictions (0..1) that fail with a 500, for error-ratio drills.
+    fault_error_rate: float = Field(default=0.0, ge=0, le=1)
+
+    # Prediction log (SQLite) and drift monitor.
+    prediction_db: Path = Path("var/predictions.db")
+    prediction_log_queue: int = Field(default=10_000, ge=1)
+    drift_window: int = Field(default=1000, ge=10)
+    drift_window_seconds: float | None = None
+    drift_min_window: int = Field(default=200, ge=10)
+    drift_recompute_every: int = Field(default=100, ge=1)
+    drift_interval_s: float = Field(default=10.0, gt=0)
+    quality_window: int = Field(default=1000, ge=10)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,138 @@
+"""loguru is the logging API; every record goes to stdout as JSON and to OTLP.
+
+Both sinks run synchronously in the logging call, so the active span's trace and span ids
+are read where the log happened. The OTLP sink only appends to the batch processor's
+bounded queue. stdlib loggers (uvicorn, httpx, ...) are routed into loguru, so they take
+the same path, and the OTel handler is never attached to the root logger: nothing is
+exported twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC
+from typing import IO, Any
+
+from loguru import logger
+from opentelemetry import trace
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+from .context import active_telemetry
+
+# The exporters' own complaints must not feed back into the exporters.
+_NOT_EXPORTED_PREFIXES = ("opentelemetry", "grpc", "urllib3")
+_handlers: dict[int, LoggingHandler] = {}
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def _trace_ids() -> tuple[str | None, str | None]:
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None, None
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+def _to_attribute(value: Any) -> Any:
+    if isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple) and all(isinstance(v, bool | int | float | str) for v in value):
+        return list(value)
+    return json.dumps(value, default=_json_default, separators=(",", ":"))
+
+
+class JsonLineSink:
+    """One JSON object per line, with the fields log shippers expect."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def __call__(self, message: Any) -> None:
+        record = message.record
+        telemetry = active_telemetry()
+        trace_id, span_id = _trace_ids()
+        line: dict[str, Any] = {
+            "time": record["time"].astimezone(UTC).isoformat(timespec="microseconds"),
+            "level": record["level"].name,
+            "message": record["message"],
+            "logger": record["name"],
+        }
+        if telemetry is not None:
+            line["service.name"] = telemetry.service_name
+        if trace_id:
+            line["trace_id"], line["span_id"] = trace_id, span_id
+        line.update(record["extra"])
+        if record["exception"] is not None:
+            exc = record["exception"]
+            line["exception.type"] = getattr(exc.type, "__name__", str(exc.type))
+            line["exception.message"] = str(exc.value)
+        self._stream.write(json.dumps(line, default=_json_default, separators=(",", ":")) + "\n")
+
+
+def otel_sink(message: Any) -> None:
+    """Hand the record to the OTel LoggingHandler of the service it belongs to.
+
+    loguru's bound values are flattened onto the stdlib record, so each becomes its own
+    log attribute instead of one ``extra`` map.
+    """
+    record = message.record
+    telemetry = active_telemetry()
+    if telemetry is None or not telemetry.enabled:
+        return
+    if record["name"] and record["name"].startswith(_NOT_EXPORTED_PREFIXES):
+        return
+    handler = _handlers.get(id(telemetry.logger_provider))
+    if handler is None:
+        handler = LoggingHandler(logger_provider=telemetry.logger_provider)
+        _handlers[id(telemetry.logger_provider)] = handler
+    exc = record["exception"]
+    std = logging.LogRecord(
+        name=record["name"] or "modelobs",
+        level=record["level"].no,
+        pathname=record["file"].path,
+        lineno=record["line"],
+        msg=record["message"],
+        args=None,
+        exc_info=(exc.type, exc.value, exc.traceback) if exc is not None else None,
+    )
+    std.created = record["time"].timestamp()
+    std.levelname = record["level"].name
+    for key, value in record["extra"].items():
+        setattr(std, key, _to_attribute(value))
+    handler.emit(std)
+
+
+class InterceptHandler(logging.Handler):
+    """Routes stdlib logging into loguru, keeping the caller's location."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        name = record.name
+        logger.patch(lambda r: r.update(name=name)).opt(exception=record.exc_info).log(
+            level, record.getMessage()
+        )
+
+
+def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
+    """Idempotent: replaces loguru's sinks and the stdlib root handlers."""
+    logger.remove()
+    logger.add(JsonLineSink(stream or sys.stdout), level=level, format="{message}")
+    logger.add(otel_sink, level=level, format="{message}")
+    root = logging.getLogger()
+    root.handlers = [InterceptHandler()]
+    root.setLevel(level)
+    # uvicorn.access is left as uvicorn configured it (off unless --access-log).
+    for name in ("uvicorn", "uvicorn.error", "httpx", "httpcore"):
+        std = logging.getLogger(name)
+        std.handlers = []
+        std.propagate = True
+    # httpx logs every request at INFO: useful, but the client span already says it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
