@@ -117,9 +117,14 @@ def ks_statistic_from_codes(ref: NumericReference, codes: np.ndarray) -> tuple[f
     """
     sc = np.sort(codes)
     n2 = int(np.searchsorted(sc, ref.nan_code, side="left"))
+    return ks_statistic_from_sorted_codes(ref, sc[:n2]), n2
+
+
+def ks_statistic_from_sorted_codes(ref: NumericReference, sc: np.ndarray) -> float:
+    """KS statistic from already sorted, NaN-free slot codes (NaN for an empty window)."""
+    n2 = int(sc.shape[0])
     if n2 == 0:
-        return float("nan"), 0
-    sc = sc[:n2]
+        return float("nan")
     n1 = ref.n
     # groups of identical codes = non-empty slots; [start, end) positions in sorted codes
     change = np.flatnonzero(sc[1:] != sc[:-1]) + 1
@@ -136,7 +141,7 @@ def ks_statistic_from_codes(ref: NumericReference, codes: np.ndarray) -> tuple[f
     lower = ref_le / n1 - ends / n2
     max_s = max(float(upper.max()), 0.0)
     min_s = float(np.clip(-min(float(lower.min()), 0.0), 0, 1))
-    return (min_s if min_s > max_s else max_s), n2
+    return min_s if min_s > max_s else max_s
 
 
 def ks_pvalue_asymp(d: np.ndarray, n1: np.ndarray | int, n2: np.ndarray | int) -> np.ndarray:

@@ -131,7 +131,9 @@ class ServerTelemetryMiddleware:
                     attributes["http.route"] = route
                     span.update_name(f"{method} {route}")
                 if code >= 500:
-                    error_type = error_type or str(code)
+                    # A handler may have named the exception already (rejections.internal_error).
+                    recorded = getattr(span, "attributes", None) or {}
+                    error_type = error_type or recorded.get("error.type") or str(code)
                     span.set_status(Status(StatusCode.ERROR, error_type))
                 if error_type:
                     attributes["error.type"] = error_type

@@ -45,6 +45,12 @@ def otlp_protocol(signal: str) -> str:
     return value
 
 
+def use_stable_http_semconv() -> None:
+    """The httpx instrumentation emits the stable HTTP conventions only when opted in;
+    our server middleware always does, so both sides speak the same names."""
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+
+
 def build_resource(service_name: str, environment: str) -> Resource:
     """Our defaults, overridden by OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES."""
     defaults: dict[str, Any] = {
@@ -162,6 +168,7 @@ def build_telemetry(
     log_exporter: LogRecordExporter | None = None,
 ) -> Telemetry:
     """Providers exporting over OTLP, or to the given exporters (tests pass in-memory ones)."""
+    use_stable_http_semconv()
     resource = build_resource(service_name, environment)
     if sdk_disabled():
         return Telemetry(

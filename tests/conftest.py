@@ -1,0 +1,71 @@
+"""Shared fixtures: a trained model, and both apps served with in-memory telemetry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from modelobs.apps import gateway, model_service
+from modelobs.model.store import ModelBundle, load
+from modelobs.model.train import train_and_save
+from modelobs.settings import Settings
+
+from .servers import Captured, captured, free_port, serve
+
+VALID_RECORD = {
+    "tenure_months": 3,
+    "monthly_charges": 99.5,
+    "support_calls": 4,
+    "age": 30,
+    "data_usage_gb": 3.3,
+    "contract": "month-to-month",
+    "payment_method": "card",
+}
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("model") / "bundle"
+    train_and_save(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def bundle(model_dir: Path) -> ModelBundle:
+    return load(model_dir)
+
+
+@dataclass
+class Stack:
+    """Both apps on real sockets; the gateway forwards to the model service."""
+
+    model_url: str
+    gateway_url: str
+    model: Captured
+    gateway: Captured
+
+
+def make_settings(model_dir: Path, tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "model_dir": model_dir,
+        "prediction_db": tmp_path / "predictions.db",
+        "upstream_timeout_s": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def stack(model_dir: Path, tmp_path: Path) -> Iterator[Stack]:
+    model_port = free_port()
+    settings = make_settings(model_dir, tmp_path, model_url=f"http://127.0.0.1:{model_port}")
+    model_tel, gateway_tel = captured("model-service"), captured("gateway")
+    model_app = model_service.create_app(settings, model_tel.telemetry)
+    gateway_app = gateway.create_app(settings, gateway_tel.telemetry)
+    with serve(model_app, model_port) as model_url, serve(gateway_app) as gateway_url:
+        yield Stack(model_url, gateway_url, model_tel, gateway_tel)
+    model_tel.telemetry.shutdown()
+    gateway_tel.telemetry.shutdown()

@@ -1,0 +1,95 @@
+"""One gateway request is one trace across both apps, with correct links."""
+
+from __future__ import annotations
+
+import httpx
+from opentelemetry.trace import SpanKind, StatusCode
+
+from .conftest import VALID_RECORD, Stack
+
+
+def _by_name(spans: list) -> dict[str, object]:
+    return {span.name: span for span in spans}
+
+
+def test_one_request_one_trace_across_both_apps(stack: Stack) -> None:
+    response = httpx.post(f"{stack.gateway_url}/v1/predict", json={"record": VALID_RECORD})
+    assert response.status_code == 200
+    prediction_id = response.json()["predictions"][0]["prediction_id"]
+
+    gateway_spans = stack.gateway.finished_spans()
+    model_spans = stack.model.finished_spans()
+    gw = _by_name(gateway_spans)
+    md = _by_name(model_spans)
+    assert set(gw) == {"POST /v1/predict", "POST"}
+    assert set(md) == {"POST /predict", "validate request", "model inference", "record prediction"}
+
+    gw_server, gw_client = gw["POST /v1/predict"], gw["POST"]
+    md_server = md["POST /predict"]
+    trace_ids = {s.context.trace_id for s in gateway_spans + model_spans}
+    assert len(trace_ids) == 1, "all spans share one trace"
+
+    assert gw_server.kind == SpanKind.SERVER and gw_server.parent is None
+    assert gw_client.kind == SpanKind.CLIENT
+    assert gw_client.parent.span_id == gw_server.context.span_id
+    assert md_server.kind == SpanKind.SERVER
+    assert md_server.parent.span_id == gw_client.context.span_id
+    assert md_server.parent.is_remote
+    for child in ("validate request", "model inference", "record prediction"):
+        assert md[child].parent.span_id == md_server.context.span_id
+
+    # Stable HTTP semantic conventions on the server spans.
+    assert md_server.attributes["http.request.method"] == "POST"
+    assert md_server.attributes["http.route"] == "/predict"
+    assert md_server.attributes["http.response.status_code"] == 200
+    assert md_server.attributes["url.path"] == "/predict"
+    assert gw_server.attributes["http.route"] == "/v1/predict"
+    assert gw_client.attributes["http.response.status_code"] == 200
+    # Model attributes and the prediction id.
+    record = md["record prediction"]
+    assert record.attributes["model.name"] == "churn-classifier"
+    assert record.attributes["model.version"] == "1.0.0"
+    assert record.attributes["modelobs.prediction.id"] == prediction_id
+    assert md["model inference"].attributes["model.version"] == "1.0.0"
+
+
+def test_incoming_traceparent_and_baggage_are_continued(stack: Stack) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent_span = "00f067aa0ba902b7"
+    response = httpx.post(
+        f"{stack.gateway_url}/v1/predict",
+        json={"record": VALID_RECORD},
+        headers={"traceparent": f"00-{trace_id}-{parent_span}-01", "baggage": "tenant=acme"},
+    )
+    assert response.status_code == 200
+    gw_server = _by_name(stack.gateway.finished_spans())["POST /v1/predict"]
+    md_server = _by_name(stack.model.finished_spans())["POST /predict"]
+    assert format(gw_server.context.trace_id, "032x") == trace_id
+    assert format(gw_server.parent.span_id, "016x") == parent_span
+    assert format(md_server.context.trace_id, "032x") == trace_id
+
+
+def test_failure_sets_status_and_records_exception(model_dir, tmp_path) -> None:
+    from modelobs.apps import model_service
+
+    from .conftest import make_settings
+    from .servers import captured, serve
+
+    cap = captured("model-service")
+    app = model_service.create_app(
+        make_settings(model_dir, tmp_path, fault_error_rate=1.0), cap.telemetry
+    )
+    with serve(app) as url:
+        response = httpx.post(f"{url}/predict", json={"record": VALID_RECORD})
+    assert response.status_code == 500
+    assert response.json()["error"]["reason"] == "internal_error"
+    spans = _by_name(cap.finished_spans())
+    inference = spans["model inference"]
+    assert inference.status.status_code == StatusCode.ERROR
+    assert any(e.name == "exception" for e in inference.events)
+    server = spans["POST /predict"]
+    assert server.status.status_code == StatusCode.ERROR
+    assert server.attributes["error.type"] == "InjectedFault"
+    errors = [r for r in cap.log_records() if r.attributes.get("event") == "internal_error"]
+    assert errors and errors[0].trace_id == inference.context.trace_id
+    cap.telemetry.shutdown()
