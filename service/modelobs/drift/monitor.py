@@ -149,8 +149,7 @@ class DriftMonitor:
 
         # --- reference preparation (once) -------------------------------------------------
         self._num_ref = [
-            stats.prepare_numeric_reference(reference[f.name], settings.psi_bins)
-            for f in self._num
+            stats.prepare_numeric_reference(reference[f.name], settings.psi_bins) for f in self._num
         ]
         self._cat_maps: list[dict[str, int]] = []
         self._cat_ref_counts: list[np.ndarray] = []
@@ -278,9 +277,7 @@ class DriftMonitor:
             )
             report = self._evaluate(now, window, self._codes[:, positions], cat_buf[positions])
             changed = [
-                f.name
-                for f in report.features
-                if f.drifted != self._drifted.get(f.name, False)
+                f.name for f in report.features if f.drifted != self._drifted.get(f.name, False)
             ]
             self._drifted = {f.name: f.drifted for f in report.features}
             self._report = report

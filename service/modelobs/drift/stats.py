@@ -100,6 +100,17 @@ def quantile_edges(sorted_ref: np.ndarray, bins: int) -> np.ndarray:
 def slot_codes(ref: NumericReference, x: np.ndarray) -> np.ndarray:
     """Map values to slot codes among the sorted reference (NaN/inf -> ``ref.nan_code``)."""
     x = np.asarray(x, dtype=np.float64)
+    if x.shape[0] > 64:
+        # bisection with sorted keys is several times faster (cache-friendly); a small
+        # sort plus a scatter back is cheaper than that difference
+        order = np.argsort(x)
+        codes = np.empty(x.shape[0], dtype=np.int64)
+        codes[order] = _codes_for(ref, x[order])
+        return codes
+    return _codes_for(ref, x)
+
+
+def _codes_for(ref: NumericReference, x: np.ndarray) -> np.ndarray:
     left = np.searchsorted(ref.sorted, x, side="left")
     at = np.minimum(left, ref.n - 1)
     equal = (left < ref.n) & (ref.sorted[at] == x)
