@@ -1,0 +1,146 @@
+"""The drift statistics equal scipy's (exactly where the brief says "equal")."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from modelobs.drift import stats as ds
+
+
+def _random_case(rng: np.random.Generator, i: int) -> tuple[np.ndarray, np.ndarray]:
+    kind = i % 5
+    n1 = int(rng.integers(5, 3000))
+    n2 = int(rng.integers(5, 21)) if i % 2 else int(rng.integers(21, 2000))
+    if kind == 0:  # integer-valued: many ties within and across samples
+        return rng.integers(0, 8, n1).astype(float), rng.integers(0, 9, n2).astype(float)
+    if kind == 1:  # continuous, shifted
+        return rng.normal(size=n1), rng.normal(0.3, 1.2, size=n2)
+    if kind == 2:  # rounded: ties, window partly copied from the reference
+        x = np.round(rng.normal(size=n1), 1)
+        y = np.concatenate([x[: n2 // 2], np.round(rng.normal(size=n2 - n2 // 2), 1)])
+        return x, y
+    if kind == 3:  # window entirely outside the reference range
+        return rng.uniform(0, 1, n1), rng.uniform(2, 3, n2)
+    # heavy ties on a single value plus tails
+    x = np.where(rng.random(n1) < 0.6, 0.0, rng.exponential(size=n1))
+    y = np.where(rng.random(n2) < 0.3, 0.0, rng.exponential(size=n2))
+    return x, y
+
+
+def test_ks_equals_scipy_asymp_on_randomised_cases() -> None:
+    rng = np.random.default_rng(7)
+    for i in range(300):
+        x, y = _random_case(rng, i)
+        expected = stats.ks_2samp(x, y, method="asymp")
+        d, p = ds.ks_2samp_asymp(x, y)
+        assert d == expected.statistic, (i, x.size, y.size)
+        assert p == expected.pvalue, (i, x.size, y.size)
+
+
+@pytest.mark.parametrize("n2", [5, 6, 7, 11, 13, 20])
+def test_ks_tiny_windows_equal_scipy(n2: int) -> None:
+    rng = np.random.default_rng(n2)
+    for _ in range(10):
+        x = rng.integers(0, 4, 40).astype(float)
+        y = rng.integers(0, 4, n2).astype(float)
+        r = stats.ks_2samp(x, y, method="asymp")
+        assert ds.ks_2samp_asymp(x, y) == (r.statistic, r.pvalue)
+
+
+def test_ks_identical_samples_and_single_values() -> None:
+    x = np.array([1.0, 1.0, 2.0, 3.0])
+    assert ds.ks_2samp_asymp(x, x) == (0.0, 1.0)
+    r = stats.ks_2samp([5.0], [1.0, 2.0], method="asymp")
+    assert ds.ks_2samp_asymp(np.array([5.0]), np.array([1.0, 2.0])) == (r.statistic, r.pvalue)
+
+
+def test_nan_window_values_are_excluded() -> None:
+    ref = ds.prepare_numeric_reference(np.arange(100.0), bins=4)
+    y = np.array([1.5, np.nan, 50.0, np.inf, 99.0])
+    d, n2 = ds.ks_statistic_from_codes(ref, ds.slot_codes(ref, y))
+    assert n2 == 3
+    assert d == stats.ks_2samp(np.arange(100.0), [1.5, 50.0, 99.0], method="asymp").statistic
+
+
+def test_vectorised_pvalues_equal_scalar_scipy() -> None:
+    d = np.array([0.0, 0.003, 0.01, 0.02, 0.05, 0.2, 0.9, 1.0])
+    got = ds.ks_pvalue_asymp(d, 10_000, 5000)
+    en = np.round(10_000 * 5000 / 15_000)
+    want = [np.clip(stats.kstwo.sf(v, en), 0, 1) for v in d]
+    assert got.tolist() == want
+
+
+def test_psi_hand_computed() -> None:
+    # reference proportions 0.5/0.3/0.2, window 0.4/0.4/0.2:
+    # (0.4-0.5)ln(0.4/0.5) + (0.4-0.3)ln(0.4/0.3) + 0 = 0.0223144 + 0.0287682 = 0.0510826
+    expected = (-0.1) * math.log(0.8) + 0.1 * math.log(4 / 3)
+    assert ds.psi(np.array([0.5, 0.3, 0.2]), np.array([0.4, 0.4, 0.2])) == pytest.approx(
+        0.0510826, abs=1e-7
+    )
+    assert ds.psi(np.array([0.5, 0.3, 0.2]), np.array([0.4, 0.4, 0.2])) == pytest.approx(expected)
+    # empty window bin: floored at epsilon 1e-4 -> (1e-4 - 0.5) ln(1e-4 / 0.5) + ...
+    got = ds.psi(np.array([0.5, 0.5]), np.array([0.0, 1.0]))
+    want = (1e-4 - 0.5) * math.log(1e-4 / 0.5) + 0.5 * math.log(2.0)
+    assert got == pytest.approx(want)
+    assert ds.psi(np.array([0.0, 1.0]), np.array([0.0, 1.0])) == 0.0
+
+
+def test_numeric_psi_bins_from_reference_quantiles() -> None:
+    ref = ds.prepare_numeric_reference(np.arange(1.0, 101.0), bins=4)
+    # inverted-cdf quartiles of 1..100 are 25, 50, 75 (actual reference values)
+    assert ref.edges.tolist() == [25.0, 50.0, 75.0]
+    assert ref.bin_props.tolist() == [0.24, 0.25, 0.25, 0.26]  # [..25) [25,50) [50,75) [75..
+    y = np.array([-5.0, 24.9, 25.0, 49.0, 60.0, 75.0, 1000.0, 80.0])
+    counts = ds.numeric_bin_counts(ref, np.sort(ds.slot_codes(ref, y)))
+    assert counts.tolist() == [2, 2, 1, 3]
+    assert counts.tolist() == np.bincount(np.searchsorted(ref.edges, y, "right")).tolist()
+
+
+def test_psi_duplicate_edges_are_merged() -> None:
+    x = np.array([0.0] * 80 + list(range(1, 21)), dtype=float)  # 80% zeros
+    ref = ds.prepare_numeric_reference(x, bins=10)
+    assert np.all(np.diff(ref.edges) > 0)
+    assert ref.bin_props.sum() == pytest.approx(1.0)
+    # window identical to the reference -> PSI exactly 0
+    counts = ds.numeric_bin_counts(ref, np.sort(ds.slot_codes(ref, x)))
+    assert ds.psi(ref.bin_props, counts / x.size) == 0.0
+
+
+def test_chi2_equals_scipy_contingency() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        k = int(rng.integers(2, 7))
+        ref = rng.integers(0, 500, k)
+        win = rng.integers(0, 60, k)
+        ref[0] += 1  # keep at least one category non-empty
+        win[0] += 1
+        stat, p, dof = ds.chi2_two_sample(ref, win)
+        r = stats.chi2_contingency(np.vstack([ref, win]), correction=False)
+        assert stat == r.statistic
+        assert p == r.pvalue
+        assert dof == r.dof
+
+
+def test_chi2_drops_categories_empty_on_both_sides() -> None:
+    ref = np.array([100, 50, 0, 0])  # last column = unseen bucket, empty in the reference
+    win = np.array([10, 10, 0, 5])
+    stat, p, dof = ds.chi2_two_sample(ref, win)
+    r = stats.chi2_contingency(np.array([[100, 50, 0], [10, 10, 5]]), correction=False)
+    assert (stat, p, dof) == (r.statistic, r.pvalue, r.dof)
+    assert ds.chi2_two_sample(np.array([5, 0]), np.array([7, 0])) == (0.0, 1.0, 0)
+
+
+def test_benjamini_hochberg_equals_scipy() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        p = rng.random(30) ** 3
+        np.testing.assert_allclose(
+            ds.benjamini_hochberg(p), stats.false_discovery_control(p, method="bh"), rtol=1e-15
+        )
+    out = ds.benjamini_hochberg(np.array([0.01, np.nan, 0.04]))
+    assert math.isnan(out[1])
+    np.testing.assert_allclose(out[[0, 2]], stats.false_discovery_control([0.01, 0.04]))
