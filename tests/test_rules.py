@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import re
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
-from _native_bins import require_binary
-from rule_tuning import tune_rules
+
+from ._native_bins import require_binary
+from .rule_tuning import tune_rules
 
 REPO = Path(__file__).resolve().parents[1]
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
 TESTS_DIR = REPO / "deploy" / "prometheus" / "tests"
 PROM_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
-RUNBOOK_URL = re.compile(r"^https://github\.com/modelobs/modelobs/blob/main/(docs/runbooks/[^/]+\.md)$")
+RUNBOOK_URL = re.compile(
+    r"^https://github\.com/modelobs/modelobs/blob/main/(docs/runbooks/[^/]+\.md)$"
+)
 SEVERITIES = {"critical", "warning", "info"}
 
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
@@ -72,18 +74,19 @@ def test_promtool_check_config(promtool):
     assert res.returncode == 0, f"promtool check config failed:\n{res.stdout}\n{res.stderr}"
 
 
-@pytest.mark.parametrize(
-    "path,rule", _alerts(), ids=[rule["alert"] for _, rule in _alerts()]
-)
+@pytest.mark.parametrize("path,rule", _alerts(), ids=[rule["alert"] for _, rule in _alerts()])
 def test_alert_labels_annotations_and_runbook(path, rule):
     name = rule["alert"]
     labels = rule.get("labels") or {}
     annotations = rule.get("annotations") or {}
-    assert labels.get("severity") in SEVERITIES, f"{name}: severity label must be one of {SEVERITIES}"
+    assert labels.get("severity") in SEVERITIES, (
+        f"{name}: severity label must be one of {SEVERITIES}"
+    )
     for key in ("summary", "description", "runbook_url"):
         assert str(annotations.get(key, "")).strip(), f"{name}: annotation {key!r} missing or empty"
-    match = RUNBOOK_URL.match(annotations["runbook_url"])
-    assert match, f"{name}: runbook_url {annotations['runbook_url']!r} does not match {RUNBOOK_URL.pattern}"
+    url = annotations["runbook_url"]
+    match = RUNBOOK_URL.match(url)
+    assert match, f"{name}: runbook_url {url!r} does not match {RUNBOOK_URL.pattern}"
     runbook = REPO / match.group(1)
     assert runbook.is_file(), f"{name}: runbook {runbook.relative_to(REPO)} does not exist"
     assert runbook.name == f"{name}.md", f"{name}: runbook should be docs/runbooks/{name}.md"
@@ -126,9 +129,7 @@ def test_every_alert_has_promtool_cases():
 
 def test_rule_tuning_renders_valid_rules(promtool, tmp_path):
     tuned = tmp_path / "modelobs.yml"
-    tuned.write_text(
-        tune_rules(for_all="30s", thresholds={"http_p99_latency_seconds": 0.2})
-    )
+    tuned.write_text(tune_rules(for_all="30s", thresholds={"http_p99_latency_seconds": 0.2}))
     res = _run([promtool, "check", "rules", str(tuned)])
     assert res.returncode == 0, f"tuned rules invalid:\n{res.stdout}\n{res.stderr}"
 
@@ -142,45 +143,46 @@ def test_rule_tuning_renders_valid_rules(promtool, tmp_path):
 
     # p99 of 0.995 s: quiet with the production threshold (1 s), fires with the tuned 0.2 s
     # threshold after the tuned 30 s `for:`.
-    test_file = tmp_path / "tuned_test.yml"
-    test_file.write_text(
-        textwrap.dedent(
-            """\
-            rule_files: [modelobs.yml]
-            evaluation_interval: 15s
-            tests:
-              - interval: 15s
-                input_series:
-                  - series: 'http_server_request_duration_seconds_bucket{service_name="gateway",http_route="/v1/predict",le="0.5"}'
-                    values: '0+0x40'
-                  - series: 'http_server_request_duration_seconds_bucket{service_name="gateway",http_route="/v1/predict",le="1"}'
-                    values: '0+15x40'
-                  - series: 'http_server_request_duration_seconds_bucket{service_name="gateway",http_route="/v1/predict",le="+Inf"}'
-                    values: '0+15x40'
-                alert_rule_test:
-                  - alertname: HttpLatencyP99High
-                    eval_time: 15s
-                    exp_alerts: []
-                  - alertname: HttpLatencyP99High
-                    eval_time: 2m
-                    exp_alerts:
-                      - exp_labels: {severity: warning, service_name: gateway}
-                        exp_annotations: %s
-            """
+    bucket = 'http_server_request_duration_seconds_bucket{service_name="gateway",le="%s"}'
+    annotations = {
+        k: v.replace("{{ $labels.service_name }}", "gateway").replace(
+            "{{ $value | humanizeDuration }}", "995ms"
         )
-        % yaml.safe_dump(
+        for k, v in original["HttpLatencyP99High"]["annotations"].items()
+    }
+    case = {
+        "rule_files": ["modelobs.yml"],
+        "evaluation_interval": "15s",
+        "tests": [
             {
-                k: v.replace("{{ $labels.service_name }}", "gateway").replace(
-                    "{{ $value | humanizeDuration }}", "995ms"
-                )
-                for k, v in original["HttpLatencyP99High"]["annotations"].items()
-            },
-            default_flow_style=True,
-            width=10_000,
-        ).strip()
-    )
+                "interval": "15s",
+                "input_series": [
+                    {"series": bucket % "0.5", "values": "0+0x40"},
+                    {"series": bucket % "1", "values": "0+15x40"},
+                    {"series": bucket % "+Inf", "values": "0+15x40"},
+                ],
+                "alert_rule_test": [
+                    {"alertname": "HttpLatencyP99High", "eval_time": "15s", "exp_alerts": []},
+                    {
+                        "alertname": "HttpLatencyP99High",
+                        "eval_time": "2m",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "service_name": "gateway"},
+                                "exp_annotations": annotations,
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "tuned_test.yml"
+    test_file.write_text(yaml.safe_dump(case, sort_keys=False))
     res = _run([promtool, "test", "rules", str(test_file)])
-    assert res.returncode == 0, f"tuned HttpLatencyP99High did not fire as expected:\n{res.stdout}\n{res.stderr}"
+    assert res.returncode == 0, (
+        f"tuned HttpLatencyP99High did not fire as expected:\n{res.stdout}\n{res.stderr}"
+    )
 
 
 def test_rule_tuning_rejects_unknown_names():
