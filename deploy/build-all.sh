@@ -37,8 +37,9 @@ am_ver="0.35.0"
 ldv="github.com/prometheus/common/version"
 
 # key for a Go-module component: hash of go.mod, go.sum, tags, ldflags, go version
-module_key() { # dir tags ldflags
-  { cat "$1/go.mod" "$1/go.sum"; printf 'tags=%s\nldflags=%s\n%s\n' "$2" "$3" "$go_version"; } \
+module_key() { # dir tags ldflags [extra files...]
+  local d="$1" t="$2" l="$3"; shift 3
+  { cat "$d/go.mod" "$d/go.sum" "$@"; printf 'tags=%s\nldflags=%s\n%s\n' "$t" "$l" "$go_version"; } \
     | sha256sum | cut -c1-16
 }
 
@@ -48,7 +49,7 @@ build_module() {
   local name="$1" dir="$2" tags="$3" ldextra="$4"; shift 4
   [[ -f "$dir/go.mod" && -f "$dir/go.sum" ]] || die "$name: $dir/go.mod or go.sum missing"
   local ldflags="-s -w${ldextra:+ $ldextra}"
-  local key; key="$(module_key "$dir" "$tags" "$ldflags")"
+  local key; key="$(module_key "$dir" "$tags" "$ldflags" ${KEY_EXTRA_FILES:-})"
   local out_dir="${bin_root}/${name}-${key}"
   REPLY_DIR="$out_dir"
   local missing=0 spec
@@ -65,7 +66,10 @@ build_module() {
   for spec in "$@"; do
     local pkg="${spec%%:*}" bin="${spec#*:}"
     log "$name: go build $pkg${tags:+ (tags: $tags)}"
-    ( cd "$dir" && go build ${tags:+-tags "$tags"} -ldflags="$ldflags" -o "$out_dir/$bin.tmp" "$pkg" ) \
+    local modfile=""
+    if [[ -n "${MODFILE_FN:-}" ]]; then modfile="$("$MODFILE_FN" "$dir")" || die "$name: preparing sources failed"; fi
+    ( cd "$dir" && go build ${tags:+-tags "$tags"} ${modfile:+-modfile="$modfile"} \
+        -ldflags="$ldflags" -o "$out_dir/$bin.tmp" "$pkg" ) \
       || die "$name: go build $pkg failed (see output above)"
     mv -f "$out_dir/$bin.tmp" "$out_dir/$bin"
   done
@@ -115,7 +119,33 @@ build_prometheus() {
     "github.com/prometheus/prometheus/cmd/promtool:promtool"
   PROMETHEUS_BIN="$REPLY_DIR/prometheus"; PROMTOOL_BIN="$REPLY_DIR/promtool"
 }
+# Alertmanager's ui package embeds ui/app/dist (//go:embed), which npm builds and
+# which is NOT in the Go module: a plain build fails with "pattern app/dist: no
+# matching files found" (every served version, 0.33 to 0.35). So, at build time
+# only, the module is copied from the Go module cache into the build cache,
+# a placeholder index.html is added under ui/app/dist/{elm,mantine}, and the
+# build uses a temporary go.mod (-modfile) with a replace to that copy. Nothing
+# is vendored into the repo; the API is unaffected, the UI shows the placeholder.
+am_modfile() { # build_dir -> prints the temporary go.mod path
+  local bdir="$1" mdir ver src tmp placeholder="$here/alertmanager/build/ui-placeholder.html"
+  ( cd "$bdir" && go mod download github.com/prometheus/alertmanager ) >&2 \
+    || die "alertmanager: go mod download failed"
+  mdir="$(cd "$bdir" && go list -m -f '{{.Dir}}' github.com/prometheus/alertmanager)"
+  ver="$(cd "$bdir" && go list -m -f '{{.Version}}' github.com/prometheus/alertmanager)"
+  [[ -n "$mdir" && -d "$mdir" ]] || die "alertmanager: module dir not found"
+  src="${cache}/build/alertmanager-src-${ver}"
+  tmp="${cache}/build/alertmanager-modfile"
+  rm -rf "$src" "$tmp"; mkdir -p "$(dirname "$src")" "$tmp"
+  cp -R "$mdir" "$src"; chmod -R u+w "$src"
+  mkdir -p "$src/ui/app/dist/elm" "$src/ui/app/dist/mantine"
+  cp "$placeholder" "$src/ui/app/dist/elm/index.html"
+  cp "$placeholder" "$src/ui/app/dist/mantine/index.html"
+  cp "$bdir/go.mod" "$tmp/go.mod"; cp "$bdir/go.sum" "$tmp/go.sum"
+  printf '\nreplace github.com/prometheus/alertmanager => %s\n' "$src" >> "$tmp/go.mod"
+  printf '%s\n' "$tmp/go.mod"
+}
 build_alertmanager() {
+  KEY_EXTRA_FILES="$here/alertmanager/build/ui-placeholder.html" MODFILE_FN=am_modfile \
   PRINT_ONLY=$1 build_module alertmanager "$here/alertmanager/build" "" \
     "-X $ldv.Version=$am_ver -X $ldv.Branch=module -X $ldv.Revision=v$am_ver" \
     "github.com/prometheus/alertmanager/cmd/alertmanager:alertmanager"
