@@ -1,0 +1,65 @@
+# syntax=docker/dockerfile:1.7
+# modelobs service image: one image for `modelobs serve model`, `modelobs serve gateway`
+# and `modelobs load`; the command picks the role (see docker-compose.yml).
+#
+#   docker build -t modelobs/service:dev .
+#   docker run --rm -p 127.0.0.1:8000:8000 modelobs/service:dev serve model --host 0.0.0.0
+
+# ---------------------------------------------------------------- builder
+# Resolves exactly what uv.lock pins (no network resolution) into /opt/venv.
+FROM python:3.11.14-slim-trixie AS builder
+
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3.11 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN pip install --no-cache-dir uv==0.13.8
+
+WORKDIR /src
+
+# Dependencies first (cached layer while only the code changes). The project's
+# optional `dev` extra (pytest, ruff) is not installed.
+COPY pyproject.toml uv.lock ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-install-project --no-editable
+
+# Then the project itself, installed non-editable so /src is not needed at run time.
+COPY README.md* ./
+COPY service ./service
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-editable
+
+# ---------------------------------------------------------------- runtime
+FROM python:3.11.14-slim-trixie AS runtime
+
+LABEL org.opencontainers.image.title="modelobs service" \
+      org.opencontainers.image.description="FastAPI scikit-learn model service, gateway and load generator with OpenTelemetry" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+RUN groupadd --system --gid 10001 modelobs \
+ && useradd --system --uid 10001 --gid modelobs --home-dir /var/lib/modelobs \
+            --create-home --shell /usr/sbin/nologin modelobs
+
+COPY --from=builder /opt/venv /opt/venv
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MODELOBS_MODEL_DIR=/var/lib/modelobs/model \
+    MODELOBS_PREDICTION_DB=/var/lib/modelobs/predictions.db
+
+WORKDIR /var/lib/modelobs
+USER modelobs:modelobs
+
+EXPOSE 8000 8080
+
+# The port differs per role, so docker-compose defines the health checks; this
+# default matches the default command (the model service on 8000).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=5 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+
+ENTRYPOINT ["modelobs"]
+CMD ["serve", "model", "--host", "0.0.0.0", "--port", "8000"]
