@@ -144,3 +144,20 @@ def test_benjamini_hochberg_equals_scipy() -> None:
     out = ds.benjamini_hochberg(np.array([0.01, np.nan, 0.04]))
     assert math.isnan(out[1])
     np.testing.assert_allclose(out[[0, 2]], stats.false_discovery_control([0.01, 0.04]))
+
+
+def test_pvalue_cache_returns_identical_values_and_is_bounded() -> None:
+    cache = ds.KsPValueCache(max_entries=8)
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        d = np.round(rng.uniform(0, 0.05, 6), 3)
+        d[0] = np.nan
+        n1 = np.full(6, 10_000.0)
+        n2 = rng.choice([500.0, 1000.0], 6)
+        got = cache(d, n1, n2)
+        want = ds.ks_pvalue_asymp(d, n1, n2)
+        np.testing.assert_array_equal(got, want)
+        assert len(cache._memo) <= 8
+    again = cache(d, n1, n2)
+    np.testing.assert_array_equal(again, want)
+    assert cache.hits >= 5

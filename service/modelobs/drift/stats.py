@@ -173,6 +173,49 @@ def ks_pvalue_asymp(d: np.ndarray, n1: np.ndarray | int, n2: np.ndarray | int) -
     return out
 
 
+class KsPValueCache:
+    """Bounded memo for :func:`ks_pvalue_asymp`, keyed by the exact ``(D, n1, n2)``.
+
+    Why: the p-value (scipy's ``kstwo.sf``) is the most expensive part of a recomputation --
+    up to ~2 ms per feature for large windows, far more than the statistic itself -- and
+    it is a pure function of inputs that repeat a lot in a sliding window: ``D`` lives on
+    the lattice ``k / lcm(n1, n2)`` and drifts slowly between recomputations, and all
+    features with the same sizes share entries. A hit returns the very same float, so
+    results stay identical to scipy. FIFO eviction keeps memory bounded.
+    """
+
+    def __init__(self, max_entries: int = 65_536) -> None:
+        self.max_entries = max_entries
+        self._memo: dict[tuple[float, float, float], float] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
+        keys = [(float(a), float(b), float(c)) for a, b, c in zip(d, n1, n2, strict=True)]
+        out = np.empty(len(keys))
+        missing = []
+        for i, key in enumerate(keys):
+            if key[0] != key[0]:  # NaN statistic (empty window): NaN p-value, never cached
+                out[i] = np.nan
+                continue
+            got = self._memo.get(key)
+            if got is None:
+                missing.append(i)
+            else:
+                out[i] = got
+        self.hits += sum(k[0] == k[0] for k in keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            idx = np.array(missing)
+            fresh = ks_pvalue_asymp(d[idx], n1[idx], n2[idx])
+            out[idx] = fresh
+            for i, value in zip(missing, fresh.tolist(), strict=True):
+                if len(self._memo) >= self.max_entries:
+                    del self._memo[next(iter(self._memo))]
+                self._memo[keys[i]] = value
+        return out
+
+
 def ks_2samp_asymp(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Convenience one-shot equivalent of ``scipy.stats.ks_2samp(x, y, method='asymp')``.
 
