@@ -140,6 +140,9 @@ am_modfile() { # build_dir -> prints the temporary go.mod path
   mkdir -p "$src/ui/app/dist/elm" "$src/ui/app/dist/mantine"
   cp "$placeholder" "$src/ui/app/dist/elm/index.html"
   cp "$placeholder" "$src/ui/app/dist/mantine/index.html"
+  # HTML is served pre-compressed only (.br/.gz), so add a gzip copy too.
+  gzip -9 -n -c "$placeholder" > "$src/ui/app/dist/elm/index.html.gz"
+  cp "$src/ui/app/dist/elm/index.html.gz" "$src/ui/app/dist/mantine/index.html.gz"
   cp "$bdir/go.mod" "$tmp/go.mod"; cp "$bdir/go.sum" "$tmp/go.sum"
   printf '\nreplace github.com/prometheus/alertmanager => %s\n' "$src" >> "$tmp/go.mod"
   printf '%s\n' "$tmp/go.mod"
