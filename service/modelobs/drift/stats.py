@@ -46,15 +46,9 @@ class NumericReference:
     edges: np.ndarray
     edge_slots: np.ndarray
     bin_props: np.ndarray
-
-    @property
-    def n(self) -> int:
-        return int(self.sorted.shape[0])
-
-    @property
-    def nan_code(self) -> int:
-        """Code for missing / non-finite values; sorts after every real slot."""
-        return 2 * self.n + 1
+    n: int  # reference size
+    has_ties: bool  # some reference value occurs more than once
+    nan_code: int  # code for missing / non-finite values; sorts after every real slot
 
 
 def prepare_numeric_reference(values: np.ndarray, bins: int = 10) -> NumericReference:
@@ -81,6 +75,9 @@ def prepare_numeric_reference(values: np.ndarray, bins: int = 10) -> NumericRefe
         edges=edges,
         edge_slots=edge_slots,
         bin_props=ref_counts / n,
+        n=n,
+        has_ties=bool(np.any(x[1:] == x[:-1])),
+        nan_code=2 * n + 1,
     )
 
 
@@ -137,19 +134,27 @@ def ks_statistic_from_sorted_codes(ref: NumericReference, sc: np.ndarray) -> flo
     if n2 == 0:
         return float("nan")
     n1 = ref.n
-    # groups of identical codes = non-empty slots; [start, end) positions in sorted codes
     change = np.flatnonzero(sc[1:] != sc[:-1]) + 1
-    starts = np.concatenate(([0], change))
-    ends = np.concatenate((change, [n2]))
-    slots = sc[starts]
+    if change.shape[0] == n2 - 1:
+        # fast path, no ties inside the window (continuous data): every code is its own
+        # group, so starts = 0..n2-1 and ends = 1..n2 need no gathers
+        starts = np.arange(n2 + 1)
+        slots, w_start, w_end = sc, starts[:-1], starts[1:]
+    else:
+        # groups of identical codes = non-empty slots; [start, end) positions in sorted codes
+        w_start = np.concatenate(([0], change))
+        w_end = np.concatenate((change, [n2]))
+        slots = sc[w_start]
     below = slots >> 1  # reference values strictly below the slot
-    is_equal = (slots & 1).astype(bool)
-    # reference count <= the slot's values
-    ref_le = np.where(is_equal, ref.group_end[np.minimum(below, n1 - 1)], below)
+    if ref.has_ties:
+        is_equal = (slots & 1).astype(bool)
+        ref_le = np.where(is_equal, ref.group_end[np.minimum(below, n1 - 1)], below)
+    else:
+        ref_le = below + (slots & 1)  # equal to ref[L] -> L + 1 reference values <= it
     # max of cdf_ref - cdf_win: last reference point before the slot (window count = start);
     # min: the slot's last window point (window count = end). Same float ops as scipy.
-    upper = below / n1 - starts / n2
-    lower = ref_le / n1 - ends / n2
+    upper = below / n1 - w_start / n2
+    lower = ref_le / n1 - w_end / n2
     max_s = max(float(upper.max()), 0.0)
     min_s = float(np.clip(-min(float(lower.min()), 0.0), 0, 1))
     return min_s if min_s > max_s else max_s
@@ -166,10 +171,12 @@ def ks_pvalue_asymp(d: np.ndarray, n1: np.ndarray | int, n2: np.ndarray | int) -
     m = np.maximum(a, b)
     n = np.minimum(a, b)
     out = np.full(d.shape, np.nan)
-    ok = np.isfinite(d) & (n > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        en = np.round(m * n / (m + n))
+    # en < 1 only for n1 = n2 = 1, where scipy's answer is NaN too (kstwo needs n >= 1)
+    ok = np.isfinite(d) & (en >= 1)
     if ok.any():
-        en = m[ok] * n[ok] / (m[ok] + n[ok])
-        out[ok] = np.clip(kstwo.sf(d[ok], np.round(en)), 0, 1)
+        out[ok] = np.clip(kstwo.sf(d[ok], en[ok]), 0, 1)
     return out
 
 
