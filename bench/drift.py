@@ -206,12 +206,17 @@ def machine_info() -> dict[str, object]:
 
 
 def main() -> None:
+    global N_FEATURES, WINDOW, REFERENCE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats, < 1 minute")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument("--features", type=int, default=N_FEATURES)
+    parser.add_argument("--window", type=int, default=WINDOW)
+    parser.add_argument("--reference", type=int, default=REFERENCE)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results/drift.json")
     args = parser.parse_args()
+    N_FEATURES, WINDOW, REFERENCE = args.features, args.window, args.reference
     repeats = args.repeats or (5 if args.quick else 15)
     rng = np.random.default_rng(args.seed)
 
