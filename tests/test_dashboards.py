@@ -1,0 +1,308 @@
+"""Grafana dashboards and provisioning: structure, datasource references, PromQL validity.
+
+* every dashboard file is valid JSON with a uid, a title and a recent schemaVersion;
+  uids are unique across dashboards; panel ids are unique within a dashboard
+* every panel and every target names its datasource by uid, and every uid referenced by a
+  dashboard or a provisioning file is provisioned in datasources.yaml
+* the datasource correlations are wired (exemplars -> Jaeger, traces -> logs and metrics,
+  Loki trace_id -> Jaeger) and the dashboard provider loads the mounted directory
+* every template variable a query uses is defined (or is a Grafana macro); the variables
+  the contract asks for exist
+* every PromQL expression, variables substituted (tests/dashboard_queries.py), parses:
+  all of them are written into a throw-away rule file and checked with `promtool check rules`
+* every metric name a dashboard queries is in docs/contract.md, a recording rule, or a
+  collector self-metric / scrape metric
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ._native_bins import require_binary
+from .dashboard_queries import (
+    BUILTINS,
+    DASHBOARDS_DIR,
+    iter_panels,
+    prometheus_queries,
+    variables_used,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
+DATASOURCES_FILE = PROVISIONING / "datasources" / "datasources.yaml"
+PROVIDERS_FILE = PROVISIONING / "dashboards" / "dashboards.yaml"
+CONTRACT = REPO / "docs" / "contract.md"
+RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
+CONTRACT_UIDS = {"prometheus", "jaeger", "loki", "alertmanager"}
+DASHBOARD_FILES = sorted(DASHBOARDS_DIR.glob("*.json"))
+MIN_SCHEMA_VERSION = 39
+
+
+def _dash(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _provisioned() -> dict[str, dict]:
+    doc = yaml.safe_load(DATASOURCES_FILE.read_text())
+    return {ds["uid"]: ds for ds in doc["datasources"]}
+
+
+def _unescape(value: str) -> str:
+    """Grafana provisioning files write a literal $ as $$."""
+    return value.replace("$$", "$")
+
+
+def test_dashboards_exist():
+    names = {p.name for p in DASHBOARD_FILES}
+    for name in ("service-overview.json", "model-health.json", "telemetry-pipeline.json"):
+        assert name in names, f"dashboards/{name} missing"
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
+def test_dashboard_structure(path):
+    dash = _dash(path)
+    assert isinstance(dash.get("uid"), str) and re.fullmatch(r"[A-Za-z0-9_-]{1,40}", dash["uid"])
+    assert dash.get("title")
+    assert dash.get("schemaVersion", 0) >= MIN_SCHEMA_VERSION, "schemaVersion too old"
+    assert dash.get("id") in (None, 0) or "id" not in dash, "do not commit a database id"
+    ids = [p.get("id") for p in iter_panels(dash.get("panels") or [])]
+    assert all(isinstance(i, int) for i in ids), f"{path.name}: panel without integer id"
+    dupes = {i for i in ids if ids.count(i) > 1}
+    assert not dupes, f"{path.name}: duplicate panel ids {dupes}"
+    for panel in iter_panels(dash.get("panels") or []):
+        grid = panel.get("gridPos") or {}
+        assert {"h", "w", "x", "y"} <= set(grid), f"{path.name}: panel {panel['id']} no gridPos"
+        assert grid["x"] + grid["w"] <= 24, f"{path.name}: panel {panel['id']} wider than grid"
+
+
+def test_dashboard_uids_unique():
+    uids = [_dash(p)["uid"] for p in DASHBOARD_FILES]
+    assert len(uids) == len(set(uids)), f"duplicate dashboard uids: {uids}"
+
+
+def _datasource_refs(obj, where: str) -> list[tuple[str, object]]:
+    """Every 'datasource' value in a JSON tree, with a location."""
+    out = []
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key == "datasource":
+                out.append((where, value))
+            out.extend(_datasource_refs(value, f"{where}.{key}"))
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            out.extend(_datasource_refs(value, f"{where}[{i}]"))
+    return out
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
+def test_datasources_by_provisioned_uid(path):
+    provisioned = _provisioned()
+    dash = _dash(path)
+    for where, ref in _datasource_refs(dash, path.name):
+        assert isinstance(ref, dict), f"{where}: datasource must be {{type, uid}}, got {ref!r}"
+        uid = ref.get("uid")
+        if uid == "-- Grafana --":  # built-in annotations
+            continue
+        assert uid in provisioned, f"{where}: datasource uid {uid!r} is not provisioned"
+        assert ref.get("type") == provisioned[uid]["type"], f"{where}: type/uid mismatch"
+    for panel in iter_panels(dash.get("panels") or []):
+        if panel.get("type") == "row":
+            continue
+        ds = panel.get("datasource")
+        assert isinstance(ds, dict) and ds.get("uid"), (
+            f"{path.name}: panel {panel['id']} ({panel.get('title')}) has no datasource uid"
+        )
+        for target in panel.get("targets") or []:
+            tds = target.get("datasource") or ds
+            assert tds.get("uid") in provisioned, (
+                f"{path.name}: panel {panel['id']} target {target.get('refId')} datasource"
+            )
+
+
+def test_provisioned_datasources_and_correlations():
+    ds = _provisioned()
+    assert set(ds) == CONTRACT_UIDS, f"provisioned uids {set(ds)} != contract {CONTRACT_UIDS}"
+    assert {d["type"] for d in ds.values()} == {"prometheus", "jaeger", "loki", "alertmanager"}
+
+    prom = ds["prometheus"]["jsonData"]
+    dests = prom["exemplarTraceIdDestinations"]
+    assert any(d["name"] == "trace_id" and d["datasourceUid"] == "jaeger" for d in dests)
+
+    jaeger = ds["jaeger"]["jsonData"]
+    logs = jaeger["tracesToLogsV2"]
+    assert logs["datasourceUid"] == "loki"
+    assert logs.get("filterByTraceID") is True
+    assert logs.get("spanStartTimeShift") and logs.get("spanEndTimeShift")
+    if logs.get("customQuery"):
+        query = _unescape(logs["query"])
+        assert "${__trace.traceId}" in query and "trace_id" in query, query
+    metrics = jaeger["tracesToMetrics"]
+    assert metrics["datasourceUid"] == "prometheus"
+    assert metrics.get("queries"), "tracesToMetrics needs queries"
+    for q in metrics["queries"]:
+        assert "$__tags" in _unescape(q["query"]), q
+    assert jaeger["nodeGraph"]["enabled"] is True
+
+    fields = ds["loki"]["jsonData"]["derivedFields"]
+    trace = [f for f in fields if f.get("datasourceUid") == "jaeger"]
+    assert trace, "Loki derivedFields must link to Jaeger"
+    assert trace[0]["matcherType"] == "label" and trace[0]["matcherRegex"] == "trace_id"
+    assert _unescape(trace[0]["url"]) == "${__value.raw}"
+
+    # every uid any provisioning file points at is provisioned
+    text = DATASOURCES_FILE.read_text()
+    for uid in re.findall(r"datasourceUid:\s*['\"]?([\w-]+)", text):
+        assert uid in ds, f"datasources.yaml refers to unprovisioned uid {uid}"
+
+
+def test_dashboard_provider_loads_mounted_dir():
+    doc = yaml.safe_load(PROVIDERS_FILE.read_text())
+    assert doc["apiVersion"] == 1
+    provider = doc["providers"][0]
+    assert provider["type"] == "file"
+    path = provider["options"]["path"]
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    mounts = [str(v) for v in compose["services"]["grafana"]["volumes"]]
+    assert any(m.startswith("./dashboards:") and f":{path}" in m for m in mounts), (
+        f"docker-compose must mount ./dashboards at {path}"
+    )
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
+def test_variables_defined(path):
+    dash = _dash(path)
+    defined = {v["name"] for v in dash.get("templating", {}).get("list", [])}
+    assert "service" in defined, f"{path.name}: no $service variable"
+    for var in dash.get("templating", {}).get("list", []):
+        if var.get("type") == "query":
+            assert var.get("datasource", {}).get("uid") in _provisioned()
+    for panel in iter_panels(dash.get("panels") or []):
+        texts = [t.get("expr", "") for t in panel.get("targets") or []]
+        texts.append(panel.get("title", ""))
+        for text in texts:
+            unknown = variables_used(text) - defined - set(BUILTINS)
+            assert not unknown, f"{path.name}: panel {panel['id']} uses undefined {unknown}"
+
+
+def test_model_health_has_required_panels():
+    dash = _dash(DASHBOARDS_DIR / "model-health.json")
+    names = {v["name"] for v in dash["templating"]["list"]}
+    assert {"service", "model_version"} <= names
+    logs = [p for p in iter_panels(dash["panels"]) if p.get("type") == "logs"]
+    assert logs and logs[0]["datasource"]["uid"] == "loki"
+    assert logs[0]["targets"][0]["expr"] == '{service_name="$service"}'
+    exprs = " ".join(q.raw for q in prometheus_queries() if q.dashboard_uid == dash["uid"])
+    for metric in (
+        "modelobs_predictions_total",
+        "modelobs_inference_duration_seconds_bucket",
+        "modelobs_validation_failures_total",
+        "modelobs_model_accuracy",
+        "modelobs_model_f1",
+        "modelobs_label_delay_seconds_bucket",
+        "modelobs_drift_ks_statistic",
+        "modelobs_drift_p_value",
+        "modelobs_drift_psi",
+        "modelobs_drift_detected",
+        "modelobs_drift_share",
+        "modelobs_drift_window_size",
+    ):
+        assert metric in exprs, f"model-health does not chart {metric}"
+
+
+def test_latency_panels_have_exemplars():
+    for q in prometheus_queries():
+        if q.panel_type != "timeseries":
+            continue
+        if "histogram_quantile" in q.raw and (
+            "http_server_request_duration_seconds_bucket" in q.raw
+            or "modelobs_inference_duration_seconds_bucket" in q.raw
+        ):
+            assert q.exemplar, f"exemplars off: {q.where}"
+
+
+def test_promql_parses(tmp_path):
+    """All dashboard expressions, substituted, must be valid PromQL (promtool parses them)."""
+    promtool = require_binary("PROMTOOL_BIN", "promtool")
+    queries = prometheus_queries()
+    assert queries, "no PromQL found in dashboards"
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard-queries",
+                "rules": [
+                    {"record": f"dashboard_query_{i}", "expr": q.expr}
+                    for i, q in enumerate(queries)
+                ],
+            }
+        ]
+    }
+    rule_file = tmp_path / "dashboard_queries.yml"
+    rule_file.write_text(yaml.safe_dump(rules, sort_keys=False, width=10_000))
+    res = subprocess.run(
+        [promtool, "check", "rules", str(rule_file)], capture_output=True, text=True, timeout=120
+    )
+    if res.returncode != 0:
+        # name the failing panel, not just the index
+        lines = []
+        for m in re.finditer(r"dashboard_query_(\d+)", res.stdout + res.stderr):
+            lines.append(queries[int(m.group(1))].where)
+        pytest.fail(f"invalid PromQL:\n{res.stdout}\n{res.stderr}\n" + "\n".join(lines))
+
+
+def _known_metric_names() -> tuple[set[str], tuple[str, ...]]:
+    # the contract abbreviates precision / recall / f1 to `modelobs_model_precision` …
+    exact: set[str] = {"up", "scrape_samples_scraped", "modelobs_model_recall", "modelobs_model_f1"}
+    prefixes: list[str] = ["otelcol_"]
+    for token in re.findall(r"`([a-z_:][a-z0-9_:{},*]*)`", CONTRACT.read_text()):
+        if "{" in token:
+            stem, _, rest = token.partition("{")
+            exact.update(stem + s for s in rest.rstrip("}").split(","))
+        elif token.endswith("_*"):
+            prefixes.append(token[:-1])
+        else:
+            exact.add(token)
+    for path in RULES_DIR.glob("*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            exact.update(r["record"] for r in group["rules"] if "record" in r)
+    return exact, tuple(prefixes)
+
+
+_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
+             "unless", "bool", "offset", "inf", "nan",
+             # aggregation operators (may be followed by `by (...)` instead of `(`)
+             "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk",
+             "quantile", "count_values", "group", "limitk", "limit_ratio"}  # fmt: skip
+
+
+def _metric_names(expr: str) -> set[str]:
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings
+    text = re.sub(r"\{[^}]*\}", "{}", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", "[]", text)  # ranges
+    text = re.sub(
+        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", r"\1()", text
+    )  # grouping labels
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(\s*\()?", text):
+        name, call = m.group(1), m.group(2)
+        if call or name.lower() in _KEYWORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def test_dashboard_metric_names_are_known():
+    exact, prefixes = _known_metric_names()
+    unknown = set()
+    for q in prometheus_queries():
+        for name in _metric_names(q.expr):
+            if name not in exact and not name.startswith(prefixes):
+                unknown.add((name, q.where))
+    assert not unknown, "metric names not in docs/contract.md or the rules:\n" + "\n".join(
+        f"{n}: {w}" for n, w in sorted(unknown)
+    )
