@@ -121,7 +121,14 @@ def _opt(x: float) -> float | None:
 
 
 class DriftMonitor:
-    """Compares a sliding window of recent model inputs to a fixed reference sample."""
+    """Compares a sliding window of recent model inputs to a fixed reference sample.
+
+    ``reference`` maps each feature name to its reference sample (float array for numeric,
+    array of category strings for categorical). ``on_change(report, changed_names)`` is
+    called by whichever thread ran :meth:`compute` -- the background thread once
+    :meth:`start` is used -- whenever a feature's ``drifted`` flag flips; exceptions from
+    it are logged, never propagated.
+    """
 
     def __init__(
         self,
