@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from opentelemetry.trace import SpanKind
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from modelobs.telemetry import Telemetry, build_telemetry
 
@@ -67,7 +67,11 @@ class Captured:
 
 
 def captured(service_name: str) -> Captured:
-    spans, reader, logs = InMemorySpanExporter(), InMemoryMetricReader(), InMemoryLogRecordExporter()
+    spans, reader, logs = (
+        InMemorySpanExporter(),
+        InMemoryMetricReader(),
+        InMemoryLogRecordExporter(),
+    )
     telemetry = build_telemetry(
         service_name, span_exporter=spans, metric_reader=reader, log_exporter=logs
     )

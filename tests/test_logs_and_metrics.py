@@ -35,7 +35,9 @@ def test_features_logged_only_when_allowed(model_dir, tmp_path) -> None:
     from .servers import captured, serve
 
     cap = captured("model-service")
-    app = model_service.create_app(make_settings(model_dir, tmp_path, log_features=True), cap.telemetry)
+    app = model_service.create_app(
+        make_settings(model_dir, tmp_path, log_features=True), cap.telemetry
+    )
     with serve(app) as url:
         assert httpx.post(f"{url}/predict", json={"record": VALID_RECORD}).status_code == 200
     logs = [r for r in cap.log_records() if r.attributes.get("event") == "prediction"]
@@ -45,8 +47,13 @@ def test_features_logged_only_when_allowed(model_dir, tmp_path) -> None:
 
 def test_every_metric_has_its_name_unit_and_attributes(stack: Stack) -> None:
     for _ in range(3):
-        assert httpx.post(f"{stack.gateway_url}/v1/predict", json={"record": VALID_RECORD}).status_code == 200
-    bad = httpx.post(f"{stack.gateway_url}/v1/predict", json={"record": {**VALID_RECORD, "age": "x"}})
+        assert (
+            httpx.post(f"{stack.gateway_url}/v1/predict", json={"record": VALID_RECORD}).status_code
+            == 200
+        )
+    bad = httpx.post(
+        f"{stack.gateway_url}/v1/predict", json={"record": {**VALID_RECORD, "age": "x"}}
+    )
     assert bad.status_code == 422
 
     stack.model.finished_spans(servers=4)
@@ -65,12 +72,19 @@ def test_every_metric_has_its_name_unit_and_attributes(stack: Stack) -> None:
     metric, points = model["modelobs.predictions"]
     assert metric.unit == "{prediction}"
     assert sum(p.value for p in points) == 3
-    assert {k for p in points for k in p.attributes} == {"model.name", "model.version", "prediction.class"}
+    assert {k for p in points for k in p.attributes} == {
+        "model.name",
+        "model.version",
+        "prediction.class",
+    }
 
     metric, points = model["modelobs.inference.duration"]
     assert metric.unit == "s" and points[0].count == 3
     assert points[0].explicit_bounds[0] == 0.0001  # fits a sub-millisecond model
-    assert dict(points[0].attributes) == {"model.name": "churn-classifier", "model.version": "1.0.0"}
+    assert dict(points[0].attributes) == {
+        "model.name": "churn-classifier",
+        "model.version": "1.0.0",
+    }
 
     metric, points = model["modelobs.prediction.score"]
     assert metric.unit == "1" and sum(p.count for p in points) == 3

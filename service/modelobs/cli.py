@@ -16,7 +16,9 @@ def _train(args: argparse.Namespace) -> int:
 
     directory = Path(args.model_dir or get_settings().model_dir)
     bundle = train_and_save(directory, name=get_settings().model_name, version=args.version)
-    print(f"trained {bundle.schema.name} {bundle.schema.version} into {directory}: {bundle.schema.metrics}")
+    print(
+        f"trained {bundle.schema.name} {bundle.schema.version} into {directory}: {bundle.schema.metrics}"
+    )
     return 0
 
 
@@ -79,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the model service or the gateway")
     serve.add_argument("app", choices=["model", "gateway"])
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=None, help="default 8000 (model), 8080 (gateway)")
+    serve.add_argument(
+        "--port", type=int, default=None, help="default 8000 (model), 8080 (gateway)"
+    )
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--model-url", help="gateway only; default MODELOBS_MODEL_URL")
     serve.add_argument("--access-log", action="store_true", help="also log every request")
@@ -89,8 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL")
     load.add_argument("--path", default="/v1/predict")
     load.add_argument("--rps", type=float, default=20.0, help="requests per second")
-    load.add_argument("--duration", type=float, default=30.0, help="seconds; 0 with --requests 0 runs until stopped")
-    load.add_argument("--requests", type=int, default=0, help="stop after this many (overrides --duration)")
+    load.add_argument(
+        "--duration",
+        type=float,
+        default=30.0,
+        help="seconds; 0 with --requests 0 runs until stopped",
+    )
+    load.add_argument(
+        "--requests", type=int, default=0, help="stop after this many (overrides --duration)"
+    )
     load.add_argument("--concurrency", type=int, default=64)
     load.add_argument("--scenario", default="steady", help="steady, bad-inputs, ...")
     load.add_argument("--quiet", action="store_true", help="no progress display")
@@ -106,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         from .scenarios import SCENARIOS
 
         if args.scenario not in SCENARIOS:
-            print(f"unknown scenario {args.scenario!r}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
+            print(
+                f"unknown scenario {args.scenario!r}; choose from {', '.join(SCENARIOS)}",
+                file=sys.stderr,
+            )
             return 2
     return int(args.run(args))
 

@@ -9,7 +9,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import numpy as np
@@ -40,7 +39,9 @@ class LoadResult:
 
     def summary_table(self) -> Table:
         elapsed = (self.finished or time.monotonic()) - self.started
-        table = Table(title=f"{self.sent} requests in {elapsed:.1f}s ({self.sent / max(elapsed, 1e-9):.1f}/s)")
+        table = Table(
+            title=f"{self.sent} requests in {elapsed:.1f}s ({self.sent / max(elapsed, 1e-9):.1f}/s)"
+        )
         table.add_column("status")
         table.add_column("count", justify="right")
         for status, count in sorted(self.statuses.items()):
@@ -144,5 +145,3 @@ def summary_json(result: LoadResult) -> str:
             "p99_ms": result.percentile_ms(99),
         }
     )
-
-

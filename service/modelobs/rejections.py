@@ -57,7 +57,9 @@ class Rejection(Exception):
         return STATUS_BY_REASON.get(self.reason, 422)
 
     def to_body(self) -> dict[str, Any]:
-        return {"error": {"reason": self.reason.value, "field": self.field, "message": self.message}}
+        return {
+            "error": {"reason": self.reason.value, "field": self.field, "message": self.message}
+        }
 
 
 def error_body(reason: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -77,7 +79,9 @@ def internal_error(exc: BaseException, what: str) -> JSONResponse:
     logger.opt(exception=exc).bind(event="internal_error", error_type=type(exc).__qualname__).error(
         "{}: {}", what, type(exc).__name__
     )
-    return JSONResponse(error_body("internal_error", f"{what}; see the service logs"), status_code=500)
+    return JSONResponse(
+        error_body("internal_error", f"{what}; see the service logs"), status_code=500
+    )
 
 
 def install_error_handlers(app: FastAPI, telemetry: Telemetry) -> None:

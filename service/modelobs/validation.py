@@ -123,6 +123,8 @@ class RequestValidator:
         clean: dict[str, float | str] = {}
         for name, feature in self._features.items():
             if name not in item:
-                raise Rejection(Reason.MISSING_FIELD, f"{path}.{name}", "required feature is missing")
+                raise Rejection(
+                    Reason.MISSING_FIELD, f"{path}.{name}", "required feature is missing"
+                )
             clean[name] = _check_feature(feature, item[name], f"{path}.{name}")
         return clean

@@ -65,11 +65,15 @@ class Upstream:
                     await asyncio.sleep(RETRY_BACKOFF_S * attempt)
                     continue
                 return self._fail(
-                    503, "upstream_unavailable", f"model service unreachable after {attempts} attempts"
+                    503,
+                    "upstream_unavailable",
+                    f"model service unreachable after {attempts} attempts",
                 )
             if upstream.status_code >= 500:
                 return self._fail(
-                    502, "upstream_error", f"model service failed with status {upstream.status_code}"
+                    502,
+                    "upstream_error",
+                    f"model service failed with status {upstream.status_code}",
                 )
             return Response(
                 upstream.content,

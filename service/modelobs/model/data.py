@@ -71,9 +71,7 @@ def generate(n: int, seed: int = 7, shift: dict[str, float] | None = None) -> Da
     calls = rng.poisson(1.5, n).astype(float)
     age = np.clip(rng.normal(45, 14, n), 18, 95).round()
     usage = np.clip(rng.lognormal(1.5, 0.6, n), 0, 100).round(2)
-    contract = rng.choice(
-        np.array(FEATURES[5].categories, dtype=object), n, p=[0.55, 0.25, 0.20]
-    )
+    contract = rng.choice(np.array(FEATURES[5].categories, dtype=object), n, p=[0.55, 0.25, 0.20])
     payment = rng.choice(
         np.array(FEATURES[6].categories, dtype=object), n, p=[0.35, 0.25, 0.30, 0.10]
     )

@@ -50,8 +50,10 @@ def save(bundle: ModelBundle, directory: Path) -> None:
         (staging / SCHEMA_FILE).write_text(json.dumps(bundle.schema.to_dict(), indent=2))
         np.savez_compressed(
             staging / REFERENCE_FILE,
-            **{k: np.asarray(v, dtype=object if v.dtype == object else v.dtype)
-               for k, v in bundle.reference.items()},
+            **{
+                k: np.asarray(v, dtype=object if v.dtype == object else v.dtype)
+                for k, v in bundle.reference.items()
+            },
         )
         if directory.exists():
             shutil.rmtree(directory)
@@ -69,7 +71,7 @@ def load(directory: Path) -> ModelBundle:
         raise ModelNotFoundError(f"no model in {directory} (missing {', '.join(missing)})")
     schema = ModelSchema.from_dict(json.loads((directory / SCHEMA_FILE).read_text()))
     with open(directory / ESTIMATOR_FILE, "rb") as fh:
-        estimator = pickle.load(fh)  # noqa: S301 - our own artifact
+        estimator = pickle.load(fh)
     with np.load(directory / REFERENCE_FILE, allow_pickle=True) as npz:
         reference = {name: npz[name] for name in npz.files}
     return ModelBundle(schema=schema, estimator=estimator, reference=reference)

@@ -7,7 +7,10 @@ queue: a slow or absent collector costs dropped telemetry, never a slow request.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +28,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from .. import __version__
 
 INSTRUMENTATION_SCOPE = "modelobs"
+_logger = logging.getLogger(__name__)
 
 
 def sdk_disabled() -> bool:
@@ -148,15 +152,30 @@ class Telemetry:
             if flush is not None:
                 flush(timeout_ms)
 
-    def shutdown(self) -> None:
-        """Flush what is queued (bounded by the exporters' timeouts) and stop the threads."""
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Flush what is queued and stop, within ``timeout_s`` in all.
+
+        The three providers stop in parallel; with the collector down each would otherwise
+        retry every queued batch in turn, holding a stopping process for a minute.
+        What is still unsent at the deadline is dropped.
+        """
         if self._closed:
             return
         self._closed = True
+        deadline = time.monotonic() + timeout_s
+        threads = []
         for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
             stop = getattr(provider, "shutdown", None)
             if stop is not None:
-                stop()
+                thread = threading.Thread(target=stop, name="telemetry-shutdown", daemon=True)
+                thread.start()
+                threads.append(thread)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads):
+            _logger.warning(
+                "telemetry shutdown timed out after %.1fs; unsent data dropped", timeout_s
+            )
 
 
 def build_telemetry(

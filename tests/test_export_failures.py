@@ -1,0 +1,119 @@
+"""Telemetry never takes the service down: SDK disabled exports nothing; a collector that is
+absent or hangs costs no failed or slow request."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import VALID_RECORD
+from .processes import service_pair
+from .servers import free_port
+
+
+class _CountingOtlp(BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        type(self).hits.append(self.path)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def otlp_counter() -> Iterator[tuple[str, list[str]]]:
+    """A bare OTLP/HTTP endpoint that only counts what reaches it."""
+    handler = type("Counting", (_CountingOtlp,), {"hits": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler.hits
+    server.shutdown()
+
+
+def _send(gateway_url: str, n: int) -> list[float]:
+    latencies = []
+    with httpx.Client(base_url=gateway_url, timeout=5) as client:
+        for _ in range(n):
+            start = time.perf_counter()
+            response = client.post("/v1/predict", json={"record": VALID_RECORD})
+            latencies.append(time.perf_counter() - start)
+            assert response.status_code == 200
+    return latencies
+
+
+FAST_EXPORT = {
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "OTEL_METRIC_EXPORT_INTERVAL": "500",
+    "OTEL_BSP_SCHEDULE_DELAY": "200",
+    "OTEL_BLRP_SCHEDULE_DELAY": "200",
+}
+
+
+@pytest.mark.parametrize("disabled", [True, False])
+def test_sdk_disabled_exports_nothing(
+    tmp_path: Path, model_dir: Path, otlp_counter: tuple[str, list[str]], disabled: bool
+) -> None:
+    endpoint, hits = otlp_counter
+    env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+    if disabled:
+        env["OTEL_SDK_DISABLED"] = "true"
+    with service_pair(tmp_path, env, model_dir, free_port(), free_port()) as url:
+        _send(url, 20)
+        time.sleep(1.5)  # several export intervals
+    if disabled:
+        assert hits == []
+    else:  # the control: the same setup does export every signal when enabled
+        assert {"/v1/traces", "/v1/metrics", "/v1/logs"} <= set(hits)
+
+
+def _blackhole() -> tuple[socket.socket, int]:
+    """Accepts connections and never answers: the worst collector there is."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock, sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize("collector", ["closed port", "hangs"])
+def test_requests_stay_fast_without_a_collector(
+    tmp_path: Path, model_dir: Path, protocol: str, collector: str
+) -> None:
+    hole = None
+    if collector == "hangs":
+        hole, port = _blackhole()
+    else:
+        port = free_port()
+    scheme_port = f"http://127.0.0.1:{port}"
+    env = {
+        **FAST_EXPORT,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": scheme_port,
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "2000",
+    }
+    try:
+        with service_pair(tmp_path, env, model_dir, free_port(), free_port()) as url:
+            latencies = _send(url, 300)
+    finally:
+        if hole is not None:
+            hole.close()
+    latencies.sort()
+    p50, p99 = statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
+    # Exports fail on background threads; the request path never waits for them.
+    assert p50 < 0.05, f"median {p50 * 1000:.1f} ms"
+    assert p99 < 0.25, f"p99 {p99 * 1000:.1f} ms"
