@@ -17,7 +17,8 @@ def _train(args: argparse.Namespace) -> int:
     directory = Path(args.model_dir or get_settings().model_dir)
     bundle = train_and_save(directory, name=get_settings().model_name, version=args.version)
     print(
-        f"trained {bundle.schema.name} {bundle.schema.version} into {directory}: {bundle.schema.metrics}"
+        f"trained {bundle.schema.name} {bundle.schema.version} into {directory}:",
+        bundle.schema.metrics,
     )
     return 0
 

@@ -128,3 +128,37 @@ class RequestValidator:
                 )
             clean[name] = _check_feature(feature, item[name], f"{path}.{name}")
         return clean
+
+
+def parse_feedback(payload: Any, classes: tuple[str, ...]) -> tuple[str, str]:
+    """``{"prediction_id": "...", "label": "<one of the model's classes>"}``."""
+    if not isinstance(payload, dict):
+        raise Rejection(
+            Reason.INVALID_SHAPE, "body", f"expected a JSON object, got {_type_name(payload)}"
+        )
+    for name in payload:
+        if name not in ("prediction_id", "label"):
+            raise Rejection(
+                Reason.EXTRA_FIELD,
+                str(name)[:_SHOWN],
+                "unknown field (expected: prediction_id, label)",
+            )
+    values: list[str] = []
+    for name in ("prediction_id", "label"):
+        if name not in payload:
+            raise Rejection(Reason.MISSING_FIELD, name, "required field is missing")
+        if not isinstance(payload[name], str):
+            raise Rejection(
+                Reason.WRONG_TYPE, name, f"expected a string, got {_type_name(payload[name])}"
+            )
+        values.append(payload[name])
+    prediction_id, label = values
+    if not 0 < len(prediction_id) <= 64:
+        raise Rejection(Reason.INVALID_SHAPE, "prediction_id", "must be 1 to 64 characters")
+    if label not in classes:
+        raise Rejection(
+            Reason.UNKNOWN_CATEGORY,
+            "label",
+            f"unknown label {_show(label)} (allowed: {', '.join(classes)})",
+        )
+    return prediction_id, label

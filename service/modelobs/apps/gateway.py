@@ -153,5 +153,15 @@ def create_app(
         except Exception as exc:
             return internal_error(exc, "forwarding failed")
 
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> Response:
+        _check_api_key(request, settings)
+        try:
+            return await state["upstream"].forward("/feedback", request)
+        except Rejection:
+            raise
+        except Exception as exc:
+            return internal_error(exc, "forwarding failed")
+
     app.add_middleware(ServerTelemetryMiddleware, telemetry=telemetry)
     return app

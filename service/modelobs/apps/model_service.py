@@ -11,21 +11,25 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from loguru import logger
+from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from ..drift import DriftMonitor, DriftReport, DriftSettings, FeatureSpec
 from ..model import store
 from ..model.store import ModelBundle
 from ..model.train import train_and_save
 from ..model_metrics import ModelMetrics
-from ..rejections import Rejection, install_error_handlers, internal_error
+from ..prediction_log import FeedbackOutcome, PredictionLog, PredictionRow
+from ..quality import QualityTracker
+from ..rejections import Rejection, error_body, install_error_handlers, internal_error
 from ..request_body import read_json
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, build_telemetry, configure_logging, set_process_telemetry
 from ..telemetry.http_server import ServerTelemetryMiddleware
-from ..validation import RequestValidator
+from ..validation import RequestValidator, parse_feedback
 
 SERVICE_NAME = "model-service"
 
@@ -48,6 +52,30 @@ class Prediction:
             "score": self.score,
             "probabilities": self.probabilities,
         }
+
+
+def log_drift_change(report: DriftReport, changed: list[str]) -> None:
+    """A structured event whenever a feature's drift verdict flips (from the drift thread)."""
+    by_name = {f.name: f for f in report.features}
+    most_shifted = sorted(
+        (f for f in report.features if f.psi is not None), key=lambda f: f.psi or 0, reverse=True
+    )[:3]
+    logger.bind(
+        event="drift_changed",
+        changed=[{"feature": n, "drifted": by_name[n].drifted} for n in changed],
+        drifted_features=report.drifted_features,
+        drift_share=report.drift_share,
+        most_shifted=[
+            {"feature": f.name, "psi": f.psi, "statistic": f.statistic} for f in most_shifted
+        ],
+        window_size=report.window.size,
+        window_start=report.window.start_time,
+        window_end=report.window.end_time,
+    ).warning(
+        "drift verdict changed for {}; drifted now: {}",
+        ", ".join(changed),
+        ", ".join(report.drifted_features) or "none",
+    )
 
 
 def load_or_train(settings: Settings) -> ModelBundle:
@@ -75,6 +103,70 @@ class ModelService:
         self.model_attributes = {"model.name": schema.name, "model.version": schema.version}
         self._class_attributes = {
             label: {**self.model_attributes, "prediction.class": label} for label in schema.classes
+        }
+        meter = telemetry.meter
+        self.prediction_log = PredictionLog(
+            settings.prediction_db, meter, queue_size=settings.prediction_log_queue
+        )
+        self.quality = QualityTracker(
+            schema.classes, settings.quality_window, meter, self.model_attributes
+        )
+        self.feedback_outcomes = meter.create_counter(
+            "modelobs.feedback", unit="{label}", description="Feedback received, by outcome"
+        )
+        self.drift = DriftMonitor(
+            [FeatureSpec(f.name, f.kind, f.categories) for f in schema.features],
+            bundle.reference,
+            DriftSettings(
+                window_size=settings.drift_window,
+                window_seconds=settings.drift_window_seconds,
+                min_window=min(settings.drift_min_window, settings.drift_window),
+                recompute_every=settings.drift_recompute_every,
+                recompute_interval_s=settings.drift_interval_s,
+            ),
+            on_change=log_drift_change,
+        )
+        self.drift.register_metrics(meter)
+
+    def start(self) -> None:
+        self.prediction_log.start()
+        labelled = self.prediction_log.recent_labelled(self.settings.quality_window)
+        self.quality.seed((r.prediction, r.true_label) for r in labelled if r.true_label)
+        self.drift.start()
+
+    def stop(self) -> None:
+        """After uvicorn has finished in-flight requests: nothing answered is lost."""
+        self.drift.stop()
+        self.prediction_log.stop()
+
+    def feedback(self, payload: Any) -> tuple[int, dict[str, Any]]:
+        prediction_id, label = parse_feedback(payload, self.bundle.schema.classes)
+        outcome, row = self.prediction_log.label(prediction_id, label)
+        self.feedback_outcomes.add(1, {"feedback.outcome": outcome.value})
+        log = logger.bind(
+            event="feedback", outcome=outcome.value, **{"prediction.id": prediction_id}
+        )
+        if outcome is FeedbackOutcome.UNKNOWN_ID:
+            log.warning("feedback for unknown prediction")
+            return 404, error_body(
+                "unknown_prediction", "no prediction with this id", "prediction_id"
+            )
+        assert row is not None
+        if outcome is FeedbackOutcome.CONFLICT:
+            log.warning("conflicting label for prediction")
+            return 409, error_body(
+                "label_conflict",
+                f"prediction already labelled {row.true_label!r}",
+                "label",
+            )
+        if outcome is FeedbackOutcome.ACCEPTED:
+            delay = (row.labelled_at or time.time()) - row.created_at
+            self.quality.add(row.prediction, label, delay)
+            log.bind(**{"label.delay_s": round(delay, 3)}).info("label recorded")
+        return 200, {
+            "prediction_id": prediction_id,
+            "label": label,
+            "status": "recorded" if outcome is FeedbackOutcome.ACCEPTED else "unchanged",
         }
 
     async def predict(self, request: Request) -> list[Prediction]:
@@ -128,6 +220,14 @@ class ModelService:
     ) -> None:
         """Metrics and one log record per prediction (features only when allowed)."""
         version = self.bundle.schema.version
+        now = time.time()
+        context = trace.get_current_span().get_span_context()
+        trace_id = format(context.trace_id, "032x") if context.is_valid else None
+        self.prediction_log.submit(
+            PredictionRow(p.prediction_id, now, version, r, p.label, p.score, trace_id)
+            for r, p in zip(records, predictions, strict=True)
+        )
+        self.drift.observe(records, now)
         for record, prediction in zip(records, predictions, strict=True):
             attributes = self._class_attributes[prediction.label]
             self.metrics.predictions.add(1, attributes)
@@ -161,8 +261,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state["service"] = ModelService(bundle or load_or_train(settings), settings, telemetry)
-        schema = state["service"].bundle.schema
+        service = ModelService(bundle or load_or_train(settings), settings, telemetry)
+        service.start()
+        state["service"] = service
+        schema = service.bundle.schema
         logger.bind(event="model_loaded", **{"model.version": schema.version}).info(
             "serving {} {}", schema.name, schema.version
         )
@@ -170,6 +272,7 @@ def create_app(
             yield
         finally:
             state.clear()
+            service.stop()
             if owns_telemetry:
                 telemetry.shutdown()
 
@@ -204,6 +307,35 @@ def create_app(
             "model": {"name": schema.name, "version": schema.version},
             "predictions": [p.to_json() for p in predictions],
         }
+
+    @app.post("/feedback")
+    async def feedback(request: Request) -> JSONResponse:
+        payload = await read_json(request, 4096)
+        status, body = await asyncio.to_thread(state["service"].feedback, payload)
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/predictions/{prediction_id}")
+    async def prediction(prediction_id: str) -> JSONResponse:
+        row = await asyncio.to_thread(state["service"].prediction_log.get, prediction_id)
+        if row is None:
+            return JSONResponse(
+                error_body("unknown_prediction", "no prediction with this id", "prediction_id"),
+                status_code=404,
+            )
+        return JSONResponse(row.to_json())
+
+    @app.get("/predictions")
+    async def predictions(
+        start: float = Query(description="Unix time, inclusive"),
+        end: float = Query(description="Unix time, exclusive"),
+        limit: int = Query(default=1000, ge=1, le=10_000),
+    ) -> dict[str, Any]:
+        rows = await asyncio.to_thread(state["service"].prediction_log.between, start, end, limit)
+        return {"predictions": [r.to_json() for r in rows]}
+
+    @app.get("/drift")
+    async def drift() -> dict[str, Any]:
+        return state["service"].drift.report().to_dict()
 
     app.add_middleware(ServerTelemetryMiddleware, telemetry=telemetry)
     return app

@@ -1,0 +1,303 @@
+"""A durable log of every prediction in SQLite, written off the request path.
+
+The request path only puts rows on a bounded queue (never waits); one writer thread
+commits them in batches. A full queue drops the row, counts it and logs it. On stop the
+writer drains the queue before closing, so a graceful shutdown loses nothing that was
+answered. WAL mode lets readers (look-ups, feedback) work while the writer commits.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from opentelemetry import metrics
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    prediction_id TEXT PRIMARY KEY,
+    created_at    REAL NOT NULL,
+    model_version TEXT NOT NULL,
+    features      TEXT NOT NULL,
+    prediction    TEXT NOT NULL,
+    score         REAL NOT NULL,
+    trace_id      TEXT,
+    true_label    TEXT,
+    labelled_at   REAL
+);
+CREATE INDEX IF NOT EXISTS predictions_created_at ON predictions (created_at);
+CREATE INDEX IF NOT EXISTS predictions_labelled_at ON predictions (labelled_at)
+    WHERE labelled_at IS NOT NULL;
+"""
+_COLUMNS = (
+    "prediction_id, created_at, model_version, features, prediction, score, trace_id, "
+    "true_label, labelled_at"
+)
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    prediction_id: str
+    created_at: float
+    model_version: str
+    features: dict[str, float | str]
+    prediction: str
+    score: float
+    trace_id: str | None = None
+    true_label: str | None = None
+    labelled_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prediction_id": self.prediction_id,
+            "created_at": self.created_at,
+            "model_version": self.model_version,
+            "features": self.features,
+            "prediction": self.prediction,
+            "score": self.score,
+            "trace_id": self.trace_id,
+            "true_label": self.true_label,
+            "labelled_at": self.labelled_at,
+        }
+
+
+class FeedbackOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    UNKNOWN_ID = "unknown_id"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def _row(values: tuple[Any, ...]) -> PredictionRow:
+    pid, created, version, features, prediction, score, trace_id, label, labelled = values
+    return PredictionRow(
+        pid, created, version, json.loads(features), prediction, score, trace_id, label, labelled
+    )
+
+
+class PredictionLog:
+    """Bounded queue in front of one SQLite writer thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        meter: metrics.Meter,
+        *,
+        queue_size: int = 10_000,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.2,
+    ) -> None:
+        self.path = path
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._submitted = 0
+        self._written = 0
+        self._progress = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
+        self._last_drop_log = 0.0
+        self._dropped = meter.create_counter(
+            "modelobs.prediction_log.dropped",
+            unit="{prediction}",
+            description="Predictions not written to the prediction log",
+        )
+        meter.create_observable_gauge(
+            "modelobs.prediction_log.queue.size",
+            callbacks=[lambda _: [metrics.Observation(self._queue.qsize())]],
+            unit="{prediction}",
+            description="Predictions waiting for the prediction-log writer",
+        )
+
+    # -- life cycle -----------------------------------------------------------------
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = _connect(self.path)
+        writer.executescript(SCHEMA)
+        self._reader = _connect(self.path)
+        self._thread = threading.Thread(
+            target=self._run, args=(writer,), name="prediction-log-writer", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Drain the queue, commit, close. Blocks until written or ``timeout_s``."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)  # blocks only if full; the writer is draining it
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            logger.bind(event="prediction_log_stop_timeout").error(
+                "prediction log writer still busy after {}s", timeout_s
+            )
+        self._thread = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    # -- request path ---------------------------------------------------------------
+    def submit(self, rows: Iterable[PredictionRow]) -> int:
+        """Enqueue without waiting; returns how many were dropped."""
+        dropped = 0
+        for row in rows:
+            try:
+                self._queue.put_nowait(row)
+            except queue.Full:
+                dropped += 1
+                continue
+            with self._progress:
+                self._submitted += 1
+        if dropped:
+            self._dropped.add(dropped, {"reason": "queue_full"})
+            now = time.monotonic()
+            if now - self._last_drop_log > 5:
+                self._last_drop_log = now
+                logger.bind(event="prediction_log_dropped", dropped=dropped).warning(
+                    "prediction log queue full: {} predictions not recorded", dropped
+                )
+        return dropped
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until everything submitted so far is committed (used before look-ups)."""
+        with self._progress:
+            target = self._submitted
+            return self._progress.wait_for(lambda: self._written >= target, timeout_s)
+
+    # -- writer thread --------------------------------------------------------------
+    def _run(self, conn: sqlite3.Connection) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[PredictionRow] = []
+            try:
+                first = self._queue.get(timeout=self._flush_interval_s)
+            except queue.Empty:
+                continue
+            if first is _STOP:
+                stopping = True
+            else:
+                batch.append(first)
+            while len(batch) < self._batch_size:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    continue
+                batch.append(item)
+            if stopping:  # drain whatever is left behind the stop marker
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not _STOP:
+                        batch.append(item)
+            self._write(conn, batch)
+        conn.close()
+
+    def _write(self, conn: sqlite3.Connection, batch: list[PredictionRow]) -> None:
+        if not batch:
+            return
+        try:
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT OR IGNORE INTO predictions "
+                "(prediction_id, created_at, model_version, features, prediction, score, trace_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.prediction_id,
+                        r.created_at,
+                        r.model_version,
+                        json.dumps(r.features, separators=(",", ":")),
+                        r.prediction,
+                        r.score,
+                        r.trace_id,
+                    )
+                    for r in batch
+                ],
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._dropped.add(len(batch), {"reason": "write_error"})
+            logger.bind(event="prediction_log_write_failed", dropped=len(batch)).error(
+                "prediction log write failed: {}", exc
+            )
+        with self._progress:
+            self._written += len(batch)
+            self._progress.notify_all()
+
+    # -- reads and feedback -----------------------------------------------------------
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        assert self._reader is not None, "prediction log not started"
+        with self._reader_lock:
+            return self._reader.execute(sql, params).fetchall()
+
+    def get(self, prediction_id: str) -> PredictionRow | None:
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM predictions WHERE prediction_id = ?", (prediction_id,)
+        )
+        return _row(rows[0]) if rows else None
+
+    def between(self, start: float, end: float, limit: int = 1000) -> list[PredictionRow]:
+        """Predictions made in [start, end), oldest first."""
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM predictions WHERE created_at >= ? AND created_at < ? "
+            "ORDER BY created_at LIMIT ?",
+            (start, end, limit),
+        )
+        return [_row(r) for r in rows]
+
+    def recent_labelled(self, limit: int) -> list[PredictionRow]:
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM predictions WHERE labelled_at IS NOT NULL "
+            "ORDER BY labelled_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [_row(r) for r in reversed(rows)]
+
+    def label(self, prediction_id: str, label: str) -> tuple[FeedbackOutcome, PredictionRow | None]:
+        """Attach the true label once; the same label again changes nothing."""
+        row = self.get(prediction_id)
+        if row is None and self.flush():
+            row = self.get(prediction_id)  # it may still have been on the queue
+        if row is None:
+            return FeedbackOutcome.UNKNOWN_ID, None
+        if row.true_label is not None:
+            same = row.true_label == label
+            return (FeedbackOutcome.DUPLICATE if same else FeedbackOutcome.CONFLICT), row
+        now = time.time()
+        with self._reader_lock:
+            assert self._reader is not None
+            updated = self._reader.execute(
+                "UPDATE predictions SET true_label = ?, labelled_at = ? "
+                "WHERE prediction_id = ? AND true_label IS NULL",
+                (label, now, prediction_id),
+            ).rowcount
+        if not updated:  # another request labelled it between our read and write
+            return self.label(prediction_id, label)
+        return FeedbackOutcome.ACCEPTED, PredictionRow(
+            **{**row.__dict__, "true_label": label, "labelled_at": now}
+        )
