@@ -1,0 +1,129 @@
+"""The prediction log: nothing answered is lost on a graceful stop; look-ups; drops counted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from modelobs.prediction_log import PredictionLog, PredictionRow
+
+from .conftest import VALID_RECORD, Stack
+from .processes import MODELOBS, wait_ready
+from .servers import free_port
+
+
+def _row(i: int) -> PredictionRow:
+    return PredictionRow(f"id-{i}", 1000.0 + i, "1.0.0", {"age": i}, "stay", 0.9, None)
+
+
+def test_lookups_by_id_and_time_range(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.db", MeterProvider().get_meter("t"))
+    log.start()
+    assert log.submit(_row(i) for i in range(50)) == 0
+    assert log.flush()
+    assert log.get("id-7") == _row(7)
+    assert log.get("nope") is None
+    assert [r.prediction_id for r in log.between(1010.0, 1013.0)] == ["id-10", "id-11", "id-12"]
+    log.stop()
+    conn = sqlite3.connect(tmp_path / "p.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT count(*) FROM predictions").fetchone()[0] == 50
+
+
+def test_full_queue_drops_are_counted(tmp_path: Path) -> None:
+    reader = InMemoryMetricReader()
+    log = PredictionLog(
+        tmp_path / "p.db", MeterProvider(metric_readers=[reader]).get_meter("t"), queue_size=10
+    )
+    # Not started: nothing drains the queue, so the 11th row on is dropped.
+    assert log.submit(_row(i) for i in range(25)) == 15
+    points = {
+        m.name: m.data.data_points
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    dropped = points["modelobs.prediction_log.dropped"]
+    assert [(dict(p.attributes), p.value) for p in dropped] == [({"reason": "queue_full"}, 15)]
+    assert [p.value for p in points["modelobs.prediction_log.queue.size"]] == [10]
+
+
+def test_rows_carry_the_trace_id(stack: Stack) -> None:
+    response = httpx.post(f"{stack.model_url}/predict", json={"record": VALID_RECORD})
+    pid = response.json()["predictions"][0]["prediction_id"]
+    server = next(s for s in stack.model.finished_spans() if s.name == "POST /predict")
+    stored = httpx.get(f"{stack.model_url}/predictions/{pid}").json()
+    assert stored["trace_id"] == format(server.context.trace_id, "032x")
+    assert stored["features"] == VALID_RECORD
+    assert stored["model_version"] == "1.0.0"
+    now = time.time()
+    listed = httpx.get(
+        f"{stack.model_url}/predictions", params={"start": now - 60, "end": now + 1}
+    ).json()["predictions"]
+    assert pid in [p["prediction_id"] for p in listed]
+    missing = httpx.get(f"{stack.model_url}/predictions/nope")
+    assert missing.status_code == 404
+
+
+async def _hammer(url: str, answered: list[str], stop_at: float) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+
+        async def worker() -> None:
+            while time.monotonic() < stop_at:
+                try:
+                    r = await client.post("/predict", json={"records": [VALID_RECORD] * 4})
+                except httpx.HTTPError:
+                    return  # the server went away: stop like a real client would
+                if r.status_code == 200:
+                    answered.extend(p["prediction_id"] for p in r.json()["predictions"])
+
+        await asyncio.gather(*(worker() for _ in range(16)))
+
+
+def test_graceful_stop_under_load_loses_no_answered_prediction(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    db = tmp_path / "predictions.db"
+    port = free_port()
+    log_path = tmp_path / "model.log"
+    env = {
+        **os.environ,
+        "OTEL_SDK_DISABLED": "true",
+        "MODELOBS_MODEL_DIR": str(model_dir),
+        "MODELOBS_PREDICTION_DB": str(db),
+    }
+    with open(log_path, "wb") as fh:
+        proc = subprocess.Popen(
+            [MODELOBS, "serve", "model", "--port", str(port)], env=env, stdout=fh, stderr=fh
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(f"{url}/readyz", proc, log_path)
+        answered: list[str] = []
+
+        async def load_then_stop() -> None:
+            load = asyncio.create_task(_hammer(url, answered, time.monotonic() + 6))
+            await asyncio.sleep(2.0)
+            proc.send_signal(signal.SIGTERM)  # mid-load
+            await load
+
+        asyncio.run(load_then_stop())
+        # uvicorn finishes in-flight requests and the lifespan, then re-raises the signal.
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete." in log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(answered) > 200, "the load did not get going"
+    stored = {r[0] for r in sqlite3.connect(db).execute("SELECT prediction_id FROM predictions")}
+    missing = set(answered) - stored
+    assert not missing, f"{len(missing)} of {len(answered)} answered predictions not stored"
