@@ -27,7 +27,8 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-install-project --no-editable
 
 # Then the project itself, installed non-editable so /src is not needed at run time.
-COPY README.md* ./
+# (Checked without Docker: `uv sync --locked --no-editable` into a fresh venv, then
+# `modelobs --help` with the source tree moved away.)
 COPY service ./service
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-editable
