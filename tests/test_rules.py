@@ -192,3 +192,18 @@ def test_rule_tuning_rejects_unknown_names():
         tune_rules(thresholds={"no_such_threshold": 1.0})
     with pytest.raises(ValueError):
         tune_rules(for_all="ten seconds")
+
+
+def test_rule_metric_names_are_in_the_contract():
+    """Every metric a rule reads is in docs/contract.md, a recording rule, or otelcol_*/up."""
+    from .test_dashboards import _known_metric_names, _metric_names
+
+    exact, prefixes = _known_metric_names()
+    unknown = set()
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                for name in _metric_names(rule["expr"]):
+                    if name not in exact and not name.startswith(prefixes):
+                        unknown.add((name, rule.get("alert") or rule.get("record")))
+    assert not unknown, f"metric names not in docs/contract.md: {sorted(unknown)}"
