@@ -1,0 +1,275 @@
+"""One real native stack for the whole e2e session, started by deploy/native/stack.py.
+
+Every port is a free one picked at start, and the run directory is a temporary one, so a
+developer's `make up` stack (default ports, var/run) is left alone. Besides the default stack
+(collector, Jaeger, Prometheus, Alertmanager, webhook receiver, Loki stand-in, model service,
+gateway, steady load) the session runs:
+
+* ``model-slow`` + ``gateway-slow``: a model service with MODELOBS_FAULT_LATENCY_MS=300 behind
+  its own gateway. Its traces last > TAIL_SAMPLING_LATENCY_MS (200 ms here), so tail sampling
+  keeps every one of them: the trace, log and exemplar tests use it, and the alert test uses
+  it to raise the p99.
+* ``gateway-dead``: a gateway whose model URL is a closed port, so it answers 503 and its
+  traces have ERROR spans (kept by the status_code policy).
+* ``gateway-sampling``: a plain gateway with service.instance.id=e2e-sampling, used only by
+  the sampling test, so its span-metric series count exactly the requests that test sent.
+
+The collector samples TAIL_SAMPLING_PERCENT=10 % of the other traces, as in production.
+A missing binary FAILS every test (never a skip).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from deploy.native import stack as native
+
+from tests.rule_tuning import tune_rules
+
+SLOW_LATENCY_MS = 300
+TAIL_LATENCY_MS = 200
+TAIL_PERCENT = 10
+DECISION_WAIT_S = 2
+SAMPLING_INSTANCE = "e2e-sampling"
+# The p99 alert: threshold 0.2 s (production 1 s) and for: 10s (production 10m).
+P99_THRESHOLD_S = 0.2
+ALERT = "HttpLatencyP99High"
+
+
+@dataclass
+class E2EStack:
+    cfg: native.StackConfig
+    bins: dict[str, str]
+    gateway_url: str
+    slow_gateway_url: str
+    dead_gateway_url: str
+    sampling_gateway_url: str
+
+    @property
+    def ports(self) -> native.Ports:
+        return self.cfg.ports
+
+    @property
+    def jaeger_url(self) -> str:
+        return self.cfg.url(self.ports.jaeger_query_http)
+
+    @property
+    def prom_url(self) -> str:
+        return self.cfg.url(self.ports.prometheus)
+
+    @property
+    def alertmanager_url(self) -> str:
+        return self.cfg.url(self.ports.alertmanager)
+
+    @property
+    def webhook_url(self) -> str:
+        return self.cfg.url(self.ports.webhook)
+
+    @property
+    def files_dir(self) -> Path:
+        return self.cfg.run_dir / "otelcol" / "files"
+
+    def log_tail(self, component: str) -> str:
+        return native.log_tail(self.cfg.run_dir / f"{component}.log")
+
+
+def require_binaries() -> dict[str, str]:
+    try:
+        return native.find_binaries()
+    except native.StackError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def bins() -> dict[str, str]:
+    return require_binaries()
+
+
+@pytest.fixture(scope="session")
+def e2e(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
+    run_dir = tmp_path_factory.mktemp("native-run")
+    names = [f.name for f in native.dataclasses.fields(native.Ports)]
+    picked = native.free_ports(len(names) + 4)
+    ports = native.Ports(**dict(zip(names, picked, strict=False)))
+    slow_model_port, slow_gw_port, dead_gw_port, sampling_gw_port = picked[len(names) :]
+    dead_model_port = native.free_ports(1)[0]  # nothing will listen there
+
+    rules_dir = run_dir / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "modelobs.yml").write_text(
+        tune_rules(
+            overrides_for={ALERT: "10s"},
+            thresholds={"http_p99_latency_seconds": P99_THRESHOLD_S},
+        )
+    )
+    cfg = native.StackConfig(
+        run_dir=run_dir,
+        ports=ports,
+        collector_env={
+            "TAIL_SAMPLING_DECISION_WAIT": f"{DECISION_WAIT_S}s",
+            "TAIL_SAMPLING_LATENCY_MS": str(TAIL_LATENCY_MS),
+            "TAIL_SAMPLING_PERCENT": str(TAIL_PERCENT),
+        },
+        service_env={
+            "OTEL_METRIC_EXPORT_INTERVAL": "2000",
+            "OTEL_BSP_SCHEDULE_DELAY": "300",
+            "OTEL_BLRP_SCHEDULE_DELAY": "300",
+        },
+        rules_dir=rules_dir,
+        load_rps=5,
+        load_max_seconds=900,  # the suite takes a few minutes; the load never outlives 15 min
+    )
+    base = native.components(cfg, bins)
+    load = [c for c in base if c.name == "load"]
+    extras = [
+        native.model_service(
+            cfg,
+            name="model-slow",
+            port=slow_model_port,
+            env={"MODELOBS_FAULT_LATENCY_MS": str(SLOW_LATENCY_MS)},
+        ),
+        native.gateway(
+            cfg, name="gateway-slow", port=slow_gw_port, model_url=cfg.url(slow_model_port)
+        ),
+        native.gateway(
+            cfg,
+            name="gateway-dead",
+            port=dead_gw_port,
+            model_url=cfg.url(dead_model_port),
+            health_path="/healthz",
+        ),
+        native.gateway(
+            cfg,
+            name="gateway-sampling",
+            port=sampling_gw_port,
+            env={"OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={SAMPLING_INSTANCE}"},
+        ),
+    ]
+    parts = [c for c in base if c.name != "load"] + extras + load
+    the_stack = native.Stack(run_dir)
+    started = time.monotonic()
+    try:
+        the_stack.up(parts, say=lambda _m: None)
+    except native.StackError as exc:
+        pytest.fail(f"the e2e stack did not start: {exc}", pytrace=False)
+    print(f"\ne2e stack up in {time.monotonic() - started:.1f}s, run dir {run_dir}")
+    try:
+        yield E2EStack(
+            cfg=cfg,
+            bins=bins,
+            gateway_url=cfg.url(ports.gateway),
+            slow_gateway_url=cfg.url(slow_gw_port),
+            dead_gateway_url=cfg.url(dead_gw_port),
+            sampling_gateway_url=cfg.url(sampling_gw_port),
+        )
+    finally:
+        the_stack.down(say=lambda _m: None)
+
+
+@pytest.fixture(scope="session")
+def traffic(e2e: E2EStack) -> dict[str, str]:
+    """Bad inputs mixed with valid records through the main gateway (the steady load runs
+    anyway), one slow and one failing request: every kind of series exists afterwards."""
+    cli = native.modelobs_cli()
+    result = subprocess.run(
+        [
+            cli,
+            "load",
+            "--url",
+            e2e.gateway_url,
+            "--scenario",
+            "bad-inputs",
+            "--requests",
+            "300",
+            "--rps",
+            "50",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+        check=False,
+    )
+    assert result.returncode == 0, f"modelobs load failed:\n{result.stderr[-2000:]}"
+    slow = send(e2e.slow_gateway_url)
+    dead = send(e2e.dead_gateway_url)
+    assert slow.response.status_code == 200, slow.response.text
+    assert dead.response.status_code == 503, dead.response.text
+    return {"slow": slow.trace_id, "dead": dead.trace_id}
+
+
+# --------------------------------------------------------------------------- helpers
+
+VALID_RECORD = {
+    "tenure_months": 3,
+    "monthly_charges": 99.5,
+    "support_calls": 4,
+    "age": 30,
+    "data_usage_gb": 3.3,
+    "contract": "month-to-month",
+    "payment_method": "card",
+}
+
+
+@dataclass
+class Sent:
+    trace_id: str
+    parent_span_id: str
+    response: httpx.Response
+
+
+def send(gateway_url: str, client: httpx.Client | None = None) -> Sent:
+    """One prediction through a gateway, under a trace id we choose (W3C traceparent)."""
+    trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+    headers = {"traceparent": f"00-{trace_id}-{parent}-01"}
+    post = client.post if client else httpx.post
+    response = post(
+        f"{gateway_url}/v1/predict", json={"record": VALID_RECORD}, headers=headers, timeout=10
+    )
+    return Sent(trace_id, parent, response)
+
+
+def jaeger_trace(e2e: E2EStack, trace_id: str) -> list[dict]:
+    """The spans Jaeger has for ``trace_id`` ([] when it has none)."""
+    response = httpx.get(f"{e2e.jaeger_url}/api/v3/traces/{trace_id}", timeout=5)
+    if response.status_code == 404:
+        return []
+    response.raise_for_status()
+    return list(native.iter_spans(response.json()))
+
+
+def wait_for_trace(e2e: E2EStack, trace_id: str, min_spans: int, timeout_s: float = 30) -> list:
+    deadline = time.monotonic() + timeout_s
+    spans: list[dict] = []
+    while time.monotonic() < deadline:
+        spans = jaeger_trace(e2e, trace_id)
+        if len(spans) >= min_spans:
+            return spans
+        time.sleep(0.5)
+    raise AssertionError(
+        f"Jaeger has {len(spans)} span(s) of trace {trace_id} after {timeout_s}s "
+        f"(wanted >= {min_spans}); collector log:\n{e2e.log_tail('otelcol')}"
+    )
+
+
+def prom(e2e: E2EStack, query: str) -> list[dict]:
+    return native.prom_query(e2e.prom_url, query)
+
+
+def wait_for_series(e2e: E2EStack, query: str, timeout_s: float = 60) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = [r for r in prom(e2e, query) if r["value"][1] not in ("NaN", "+Inf", "-Inf")]
+        if result or time.monotonic() > deadline:
+            assert result, f"Prometheus returned no data after {timeout_s}s for: {query}"
+            return result
+        time.sleep(1)

@@ -1,0 +1,101 @@
+"""Every dashboard query returns data from the real Prometheus, and a latency fault raises the
+p99 alert all the way to the webhook receiver."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.dashboard_queries import DashboardQuery, prometheus_queries
+
+from .conftest import ALERT, P99_THRESHOLD_S, E2EStack, prom, send
+
+pytestmark = pytest.mark.e2e
+
+
+def _empty(e2e: E2EStack, queries: list[DashboardQuery]) -> dict[DashboardQuery, str]:
+    """The queries that return nothing (or an error), with the reason."""
+    empty: dict[DashboardQuery, str] = {}
+    for q in queries:
+        try:
+            if not prom(e2e, q.expr):
+                empty[q] = "no data"
+        except httpx.HTTPStatusError as exc:
+            empty[q] = f"HTTP {exc.response.status_code}: {exc.response.text[:200]}"
+    return empty
+
+
+@pytest.mark.parametrize("service", ["model-service", "gateway"])
+def test_every_dashboard_query_returns_data(e2e: E2EStack, traffic: dict, service: str) -> None:
+    queries = prometheus_queries(values={"service": service})
+    assert queries, "no Prometheus queries found in dashboards/"
+    # Rates over [1m] need two scrapes after the traffic: retry the empty ones a few times.
+    empty = _empty(e2e, queries)
+    deadline = time.monotonic() + 30
+    while empty and time.monotonic() < deadline:
+        time.sleep(5)
+        empty = _empty(e2e, list(empty))
+    assert not empty, (
+        f"{len(empty)} of {len(queries)} dashboard queries (service={service}) return no data:\n"
+        + "\n".join(f"  [{why}] {q.where}" for q, why in empty.items())
+    )
+
+
+def test_latency_fault_fires_p99_alert_to_alertmanager_and_webhook(e2e: E2EStack) -> None:
+    # model-slow runs with MODELOBS_FAULT_LATENCY_MS=300; the tuned rule fires above 0.2 s.
+    stop = threading.Event()
+
+    def drive() -> None:
+        with httpx.Client() as client:
+            for _ in range(600):  # bounded: at most ~600 requests
+                if stop.is_set():
+                    return
+                send(e2e.slow_gateway_url, client)
+                time.sleep(0.1)
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    try:
+        firing = _wait_alertmanager(e2e, timeout_s=150)
+        assert firing["labels"]["severity"] == "warning"
+        assert firing["labels"]["service_name"] in ("model-service", "gateway")
+        payload = _wait_webhook(e2e, timeout_s=60)
+    finally:
+        stop.set()
+        driver.join(timeout=15)
+    alerts = [a for a in payload["alerts"] if a["labels"].get("alertname") == ALERT]
+    assert alerts and alerts[0]["status"] == "firing", payload
+    assert "p99 latency" in alerts[0]["annotations"]["summary"]
+
+
+def _wait_alertmanager(e2e: E2EStack, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alerts = httpx.get(f"{e2e.alertmanager_url}/api/v2/alerts", timeout=5).json()
+        mine = [a for a in alerts if a["labels"].get("alertname") == ALERT]
+        if mine:
+            return mine[0]
+        time.sleep(2)
+    p99 = prom(e2e, "service_name:http_server_request_duration_seconds:p99_rate5m")
+    rule_alerts = prom(e2e, f'ALERTS{{alertname="{ALERT}"}}')
+    raise AssertionError(
+        f"{ALERT} not in Alertmanager after {timeout_s}s (threshold {P99_THRESHOLD_S}s). "
+        f"p99 per service: {[(r['metric'], r['value'][1]) for r in p99]}; "
+        f"ALERTS in Prometheus: {rule_alerts}; prometheus log:\n{e2e.log_tail('prometheus')}"
+    )
+
+
+def _wait_webhook(e2e: E2EStack, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for payload in httpx.get(f"{e2e.webhook_url}/alerts", timeout=5).json():
+            if any(a["labels"].get("alertname") == ALERT for a in payload.get("alerts", [])):
+                return payload
+        time.sleep(2)
+    raise AssertionError(
+        f"{ALERT} reached Alertmanager but not the webhook receiver after {timeout_s}s; "
+        f"alertmanager log:\n{e2e.log_tail('alertmanager')}"
+    )
