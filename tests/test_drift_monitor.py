@@ -109,7 +109,9 @@ def test_window_slides_and_matches_scipy_after_many_updates() -> None:
         for name in NUM_NAMES[:3]:
             want = stats.ks_2samp(ref[name], [r[name] for r in last], method="asymp")
             got = by_name(rep)[name]
-            assert (got.statistic, got.p_value) == (want.statistic, want.pvalue)
+            assert got.statistic == want.statistic
+            # bit-identical except on the Smirnov binomial-sum path (test_drift_stats.py)
+            assert got.p_value == pytest.approx(want.pvalue, rel=1e-12, abs=0)
         counts = [sum(r["color"] == c for r in last) for c in CATS]
         ref_counts = [int(np.sum(ref["color"] == c)) for c in CATS]
         want = stats.chi2_contingency([ref_counts, counts], correction=False)

@@ -31,6 +31,17 @@ def _random_case(rng: np.random.Generator, i: int) -> tuple[np.ndarray, np.ndarr
     return x, y
 
 
+def assert_pvalue_matches(got: float, want: float, d: float, n1: int, n2: int) -> None:
+    """Our p-value vs scipy's: bit-identical on every path that mirrors scipy's operations
+    (closed forms, Pelz-Good, the smirnov ufunc for n <= 140, scipy fallback); within
+    ``KS_PVALUE_RTOL`` relative on the Smirnov binomial-sum path (n > 140, p < ~0.03)."""
+    en = float(np.round(max(n1, n2) * min(n1, n2) / (n1 + n2)))
+    if ds.kstwo_sf_bit_exact(np.array([d]), en)[0]:
+        assert got == want, (d, n1, n2, got, want)
+    else:
+        assert abs(got - want) <= ds.KS_PVALUE_RTOL * abs(want), (d, n1, n2, got, want)
+
+
 def test_ks_equals_scipy_asymp_on_randomised_cases() -> None:
     rng = np.random.default_rng(7)
     for i in range(300):
@@ -38,7 +49,62 @@ def test_ks_equals_scipy_asymp_on_randomised_cases() -> None:
         expected = stats.ks_2samp(x, y, method="asymp")
         d, p = ds.ks_2samp_asymp(x, y)
         assert d == expected.statistic, (i, x.size, y.size)
-        assert p == expected.pvalue, (i, x.size, y.size)
+        assert_pvalue_matches(p, expected.pvalue, d, x.size, y.size)
+
+
+def _service_sized_case(rng: np.random.Generator, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Window 200-10,000 vs reference 5,000-10,000; effect sizes from none to huge, so
+    the statistic lands in every large-n branch (Pelz-Good, Smirnov, 0)."""
+    n1 = int(rng.integers(5000, 10_001))
+    n2 = (
+        int(rng.choice([200, 500, 1000, 5000, 10_000])) if i % 2 else int(rng.integers(200, 10_001))
+    )
+    shift = [0.0, 0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 3.0][i % 8]
+    return rng.normal(size=n1), rng.normal(shift, 1.0, size=n2)
+
+
+def test_ks_pvalues_match_scipy_at_service_sizes() -> None:
+    rng = np.random.default_rng(21)
+    seen: set[str] = set()
+    for i in range(120):
+        x, y = _service_sized_case(rng, i)
+        expected = stats.ks_2samp(x, y, method="asymp")
+        d, p = ds.ks_2samp_asymp(x, y)
+        assert d == expected.statistic, (i, x.size, y.size)
+        assert_pvalue_matches(p, expected.pvalue, d, x.size, y.size)
+        en = np.round(max(x.size, y.size) * min(x.size, y.size) / (x.size + y.size))
+        seen |= {k for k, v in ds._kstwo_branches(np.array([d]), np.array([en])).items() if v[0]}
+    assert {"pelz_good", "smirnov", "closed"} <= seen
+
+
+def test_kstwo_sf_matches_scipy_in_every_branch() -> None:
+    """600 direct (x, n) cases: n = 1..12,000 (tiny windows through large ones), x from
+    1e-5 to 1, covering support ends, Ruben-Gambino, Durbin, Pomeranz, Pelz-Good,
+    Smirnov (ufunc and binomial sum) and the n*x^2 >= 370 zero."""
+    rng = np.random.default_rng(5)
+    ns, xs = [], []
+    for i in range(600):
+        if i % 4 == 0:
+            n = int(rng.integers(1, 141))  # scipy's small-n branches
+        else:
+            n = int(rng.choice([141, 192, 476, 909, 1667, 3333, 4762, 5000, 12_000]))
+        if i % 3 == 0:  # around the branch cut-offs in n*x^2 (0.75, 2.2, 4, 370)
+            c = float(rng.choice([0.5, 0.754693, 1.0, 2.2, 3.0, 4.0, 20.0, 200.0, 369.0, 371.0]))
+            x = min(math.sqrt(c * rng.uniform(0.97, 1.03) / n), 0.999)
+        else:
+            x = float(10 ** rng.uniform(-5, 0))
+        ns.append(float(n))
+        xs.append(x)
+    x, n = np.array(xs), np.array(ns)
+    got = ds.kstwo_sf(x, n)
+    want = np.array([stats.kstwo.sf(a, b) for a, b in zip(x, n, strict=True)])
+    exact = ds.kstwo_sf_bit_exact(x, n)
+    np.testing.assert_array_equal(got[exact], want[exact])
+    err = np.abs(got[~exact] - want[~exact])
+    assert err.size > 50 and np.all(err <= ds.KS_PVALUE_RTOL * want[~exact])
+    branches = ds._kstwo_branches(x, n)
+    for name in ("closed", "smirnov", "pelz_good", "fallback"):
+        assert branches[name].sum() >= 20, name
 
 
 @pytest.mark.parametrize("n2", [5, 6, 7, 11, 13, 20])
@@ -71,7 +137,8 @@ def test_vectorised_pvalues_equal_scalar_scipy() -> None:
     got = ds.ks_pvalue_asymp(d, 10_000, 5000)
     en = np.round(10_000 * 5000 / 15_000)
     want = [np.clip(stats.kstwo.sf(v, en), 0, 1) for v in d]
-    assert got.tolist() == want
+    for g, w, v in zip(got.tolist(), want, d, strict=True):
+        assert_pvalue_matches(g, w, v, 10_000, 5000)
 
 
 def test_psi_hand_computed() -> None:
