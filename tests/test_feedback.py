@@ -91,6 +91,6 @@ def test_quality_gauges_follow_the_labels(stack: Stack) -> None:
     assert recall == {"churn": pytest.approx(1.0), "stay": pytest.approx(0.0)}
     assert f1["churn"] == pytest.approx(2 * 0.75 / 1.75)
     (delay,) = points["modelobs.label.delay"][1]
-    assert delay.count == 8 and 0 <= delay.min and delay.max < 30
+    assert delay.count == 8 and delay.min >= 0 and delay.max < 30
     (size,) = points["modelobs.model.labelled_window.size"][1]
     assert size.value == 8

@@ -50,7 +50,21 @@ def _load(args: argparse.Namespace) -> int:
     from .load import print_summary, run_load
     from .scenarios import SCENARIOS
 
-    scenario = SCENARIOS[args.scenario](path=args.path)
+    options: dict[str, object] = {"path": args.path}
+    if args.scenario in ("gradual-drift", "sudden-shift"):
+        options["features"] = tuple(f.strip() for f in args.features.split(",") if f.strip())
+        options["shift_sd"] = args.shift_sd
+    if args.scenario == "gradual-drift":
+        options["ramp_s"] = args.ramp
+    if args.scenario in ("sudden-shift", "label-shift", "bad-inputs"):
+        options["at_s"] = args.at
+    if args.scenario == "label-shift":
+        options["feedback_path"] = args.path.replace("predict", "feedback")
+    try:
+        scenario = SCENARIOS[args.scenario](**options)
+    except ValueError as exc:
+        print(f"modelobs load: {exc}", file=sys.stderr)
+        return 2
     try:
         result = asyncio.run(
             run_load(
@@ -104,7 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--requests", type=int, default=0, help="stop after this many (overrides --duration)"
     )
     load.add_argument("--concurrency", type=int, default=64)
-    load.add_argument("--scenario", default="steady", help="steady, bad-inputs, ...")
+    load.add_argument(
+        "--scenario",
+        default="steady",
+        help="steady, bad-inputs, gradual-drift, sudden-shift, label-shift",
+    )
+    load.add_argument(
+        "--features",
+        default="monthly_charges,tenure_months",
+        help="numeric features to shift (drift scenarios)",
+    )
+    load.add_argument("--shift-sd", type=float, default=1.0, help="shift in standard deviations")
+    load.add_argument(
+        "--ramp", type=float, default=60.0, help="gradual-drift: seconds to full shift"
+    )
+    load.add_argument(
+        "--at",
+        type=float,
+        default=30.0,
+        help="sudden-shift / label-shift / bad-inputs: seconds until the change",
+    )
     load.add_argument("--quiet", action="store_true", help="no progress display")
     load.set_defaults(run=_load)
     return parser

@@ -101,7 +101,7 @@ async def run_load(
     )
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s, headers=headers) as client:
         with progress:
-            task_id = progress.add_task(f"{scenario.name} at {rps:g}/s", total=goal)
+            task_id = progress.add_task(scenario.describe(0.0), total=goal)
             interval = 1.0 / rps
             next_at = time.monotonic()
             index = 0
@@ -114,7 +114,11 @@ async def run_load(
                     task.add_done_callback(tasks.discard)
                     task.add_done_callback(lambda _: limiter.release())
                     index += 1
-                    progress.update(task_id, completed=result.sent)
+                    progress.update(
+                        task_id,
+                        completed=result.sent,
+                        description=scenario.describe(time.monotonic() - result.started),
+                    )
                     if on_tick is not None and index % 50 == 0:
                         on_tick(result)
                     next_at += interval

@@ -8,6 +8,7 @@ answered. WAL mode lets readers (look-ups, feedback) work while the writer commi
 
 from __future__ import annotations
 
+import contextvars
 import json
 import queue
 import sqlite3
@@ -134,8 +135,10 @@ class PredictionLog:
         writer = _connect(self.path)
         writer.executescript(SCHEMA)
         self._reader = _connect(self.path)
+        # The writer logs in the context of whoever started it (its service's telemetry).
+        context = contextvars.copy_context()
         self._thread = threading.Thread(
-            target=self._run, args=(writer,), name="prediction-log-writer", daemon=True
+            target=context.run, args=(self._run, writer), name="prediction-log-writer", daemon=True
         )
         self._thread.start()
 

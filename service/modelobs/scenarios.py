@@ -7,7 +7,9 @@ shift it, so drift detection and alerts have something real to find.
 from __future__ import annotations
 
 import json
-from collections import Counter
+import random
+import statistics
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +52,10 @@ class Scenario:
     def finish(self, statuses: Counter[str]) -> None:
         """Hook for scenarios that report something at the end."""
 
+    def describe(self, elapsed_s: float) -> str:
+        """The phase the scenario is in, for the progress line."""
+        return self.name
+
 
 BAD_BODIES: tuple[tuple[str, bytes, str], ...] = (
     ("malformed_json", b'{"record": {', "application/json"),
@@ -60,16 +66,30 @@ BAD_BODIES: tuple[tuple[str, bytes, str], ...] = (
 
 
 class BadInputs(Scenario):
-    """A burst of invalid requests mixed into valid traffic (one in ``every``)."""
+    """A burst of invalid requests: from ``at_s`` for ``burst_s`` seconds, one in ``every``
+    requests is bad (each kind of rejection in turn); valid traffic around it."""
 
     name = "bad-inputs"
 
-    def __init__(self, path: str = PREDICT_PATH, every: int = 3, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        path: str = PREDICT_PATH,
+        every: int = 3,
+        at_s: float = 0.0,
+        burst_s: float = float("inf"),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(path, **kwargs)
-        self.every = every
+        self.every, self.at_s, self.burst_s = every, at_s, burst_s
+
+    def _in_burst(self, elapsed_s: float) -> bool:
+        return self.at_s <= elapsed_s < self.at_s + self.burst_s
+
+    def describe(self, elapsed_s: float) -> str:
+        return "bad-inputs: burst" if self._in_burst(elapsed_s) else "bad-inputs: valid traffic"
 
     def request(self, index: int, elapsed_s: float) -> Request:
-        if index % self.every:
+        if index % self.every or not self._in_burst(elapsed_s):
             return super().request(index, elapsed_s)
         kind = (index // self.every) % (len(BAD_BODIES) + 3)
         record = dict(self.record(index, elapsed_s))
@@ -85,4 +105,111 @@ class BadInputs(Scenario):
         return _predict(record, self.path)
 
 
-SCENARIOS: dict[str, type[Scenario]] = {s.name: s for s in (Scenario, BadInputs)}
+class _Shifted(Scenario):
+    """Adds ``shift_sd(elapsed)`` standard deviations to the chosen numeric features."""
+
+    def __init__(
+        self,
+        path: str = PREDICT_PATH,
+        features: tuple[str, ...] = ("monthly_charges", "tenure_months"),
+        shift_sd: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(path, **kwargs)
+        numeric = {f.name: f for f in data.FEATURES if f.kind == "numeric"}
+        unknown = [f for f in features if f not in numeric]
+        if unknown:
+            raise ValueError(f"not numeric features: {', '.join(unknown)}")
+        self.features = features
+        self.shift_sd = shift_sd
+        self._sd = {f: statistics.pstdev(float(r[f]) for r in self._records) for f in features}
+        self._integer = {f: numeric[f].integer for f in features}
+
+    def shift_at(self, elapsed_s: float) -> float:
+        raise NotImplementedError
+
+    def record(self, index: int, elapsed_s: float) -> dict[str, Any]:
+        shift = self.shift_at(elapsed_s)
+        record = dict(super().record(index, elapsed_s))
+        if shift:
+            for name in self.features:
+                value = float(record[name]) + shift * self._sd[name]
+                record[name] = round(value) if self._integer[name] else round(value, 2)
+        return record
+
+    def describe(self, elapsed_s: float) -> str:
+        return f"{self.name}: {', '.join(self.features)} +{self.shift_at(elapsed_s):.2f} sd"
+
+
+class GradualDrift(_Shifted):
+    """The shift grows linearly from 0 to ``shift_sd`` over ``ramp_s`` seconds."""
+
+    name = "gradual-drift"
+
+    def __init__(self, path: str = PREDICT_PATH, ramp_s: float = 60.0, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.ramp_s = ramp_s
+
+    def shift_at(self, elapsed_s: float) -> float:
+        return self.shift_sd * min(1.0, elapsed_s / self.ramp_s)
+
+
+class SuddenShift(_Shifted):
+    """No shift before ``at_s`` seconds, the full ``shift_sd`` after."""
+
+    name = "sudden-shift"
+
+    def __init__(self, path: str = PREDICT_PATH, at_s: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.at_s = at_s
+
+    def shift_at(self, elapsed_s: float) -> float:
+        return self.shift_sd if elapsed_s >= self.at_s else 0.0
+
+
+class LabelShift(Scenario):
+    """Predictions followed by their feedback; the share of true 'churn' labels moves from
+    ``churn_before`` to ``churn_after`` at ``at_s`` seconds, so accuracy moves with it."""
+
+    name = "label-shift"
+
+    def __init__(
+        self,
+        path: str = PREDICT_PATH,
+        at_s: float = 30.0,
+        churn_before: float = 0.3,
+        churn_after: float = 0.8,
+        feedback_path: str = "/v1/feedback",
+        seed: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(path, **kwargs)
+        self.at_s, self.churn_before, self.churn_after = at_s, churn_before, churn_after
+        self.feedback_path = feedback_path
+        self._pending: deque[str] = deque(maxlen=10_000)
+        self._random = random.Random(seed)
+        self.feedback_sent = 0
+
+    def _remember(self, response: httpx.Response) -> None:
+        if response.status_code == 200:
+            self._pending.extend(p["prediction_id"] for p in response.json()["predictions"])
+
+    def request(self, index: int, elapsed_s: float) -> Request:
+        if self._pending and index % 2:
+            churn_rate = self.churn_before if elapsed_s < self.at_s else self.churn_after
+            label = "churn" if self._random.random() < churn_rate else "stay"
+            self.feedback_sent += 1
+            body = {"prediction_id": self._pending.popleft(), "label": label}
+            return Request("POST", self.feedback_path, json.dumps(body).encode())
+        request = super().request(index, elapsed_s)
+        request.on_response = self._remember
+        return request
+
+    def describe(self, elapsed_s: float) -> str:
+        rate = self.churn_before if elapsed_s < self.at_s else self.churn_after
+        return f"label-shift: {rate:.0%} churn labels"
+
+
+SCENARIOS: dict[str, type[Scenario]] = {
+    s.name: s for s in (Scenario, BadInputs, GradualDrift, SuddenShift, LabelShift)
+}

@@ -21,7 +21,13 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from ..rejections import Reason, Rejection, error_body, install_error_handlers, internal_error
 from ..request_body import read_limited
 from ..settings import Settings, get_settings
-from ..telemetry import Telemetry, build_telemetry, configure_logging, set_process_telemetry
+from ..telemetry import (
+    Telemetry,
+    build_telemetry,
+    configure_logging,
+    current_telemetry,
+    set_process_telemetry,
+)
 from ..telemetry.http_server import ServerTelemetryMiddleware
 
 SERVICE_NAME = "gateway"
@@ -119,6 +125,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        current_telemetry.set(telemetry)  # start-up logs belong to the gateway
         state["upstream"] = Upstream(settings, telemetry, transport)
         logger.bind(event="gateway_started", model_url=settings.model_url).info(
             "forwarding to {}", settings.model_url

@@ -27,7 +27,14 @@ from ..quality import QualityTracker
 from ..rejections import Rejection, error_body, install_error_handlers, internal_error
 from ..request_body import read_json
 from ..settings import Settings, get_settings
-from ..telemetry import Telemetry, build_telemetry, configure_logging, set_process_telemetry
+from ..telemetry import (
+    Telemetry,
+    build_telemetry,
+    configure_logging,
+    current_telemetry,
+    run_as,
+    set_process_telemetry,
+)
 from ..telemetry.http_server import ServerTelemetryMiddleware
 from ..validation import RequestValidator, parse_feedback
 
@@ -124,7 +131,7 @@ class ModelService:
                 recompute_every=settings.drift_recompute_every,
                 recompute_interval_s=settings.drift_interval_s,
             ),
-            on_change=log_drift_change,
+            on_change=run_as(telemetry, log_drift_change),
         )
         self.drift.register_metrics(meter)
 
@@ -261,6 +268,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        current_telemetry.set(telemetry)  # start-up logs, and threads started here
         service = ModelService(bundle or load_or_train(settings), settings, telemetry)
         service.start()
         state["service"] = service

@@ -1,6 +1,6 @@
 """Telemetry shared by both apps: providers, logging, and HTTP server instrumentation."""
 
-from .context import active_telemetry, current_telemetry, set_process_telemetry
+from .context import active_telemetry, current_telemetry, run_as, set_process_telemetry
 from .logs import configure_logging
 from .providers import Telemetry, build_telemetry, sdk_disabled
 
@@ -10,6 +10,7 @@ __all__ = [
     "build_telemetry",
     "configure_logging",
     "current_telemetry",
+    "run_as",
     "sdk_disabled",
     "set_process_telemetry",
 ]
