@@ -820,7 +820,7 @@ def summary(cfg: StackConfig, timeout_s: float = 120.0, say: Any = print) -> boo
             p99s = [r for r in prom_query(prom_url, p99_q) if r["value"][1] != "NaN"]
         except httpx.HTTPError:
             pass
-        if trace and rates and p99s:
+        if trace and len(rates) >= 2 and len(p99s) >= 2:  # gateway and model-service
             break
         time.sleep(2)
     if trace:

@@ -178,28 +178,10 @@ def e2e(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Itera
 def traffic(e2e: E2EStack) -> dict[str, str]:
     """Bad inputs mixed with valid records through the main gateway (the steady load runs
     anyway), one slow and one failing request: every kind of series exists afterwards."""
-    cli = native.modelobs_cli()
-    result = subprocess.run(
-        [
-            cli,
-            "load",
-            "--url",
-            e2e.gateway_url,
-            "--scenario",
-            "bad-inputs",
-            "--requests",
-            "300",
-            "--rps",
-            "50",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ},
-        check=False,
-    )
-    assert result.returncode == 0, f"modelobs load failed:\n{result.stderr[-2000:]}"
+    for scenario in ("bad-inputs", "label-shift"):
+        # --at 0: the bad inputs / the feedback start at once; label-shift sends feedback
+        # for its own predictions (accuracy, label delay, feedback counters).
+        run_load(e2e.gateway_url, scenario, "--at", "0", "--requests", "300", "--rps", "50")
     slow = send(e2e.slow_gateway_url)
     dead = send(e2e.dead_gateway_url)
     assert slow.response.status_code == 200, slow.response.text
@@ -208,6 +190,16 @@ def traffic(e2e: E2EStack) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def run_load(url: str, scenario: str, *args: str) -> None:
+    """`modelobs load`, bounded in count and time."""
+    cmd = [native.modelobs_cli(), "load", "--url", url, "--scenario", scenario, *args, "--quiet"]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=60, env={**os.environ}, check=False
+    )
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}"
+
 
 VALID_RECORD = {
     "tenure_months": 3,
