@@ -158,6 +158,7 @@ class DriftMonitor:
         self._num_ref = [
             stats.prepare_numeric_reference(reference[f.name], settings.psi_bins) for f in self._num
         ]
+        self._num_batch = stats.NumericBatch(self._num_ref)
         self._cat_maps: list[dict[str, int]] = []
         self._cat_ref_counts: list[np.ndarray] = []
         for f in self._cat:
@@ -184,7 +185,7 @@ class DriftMonitor:
         self._lock = threading.Lock()  # guards the buffers and _seq (held only to copy)
 
         # slot codes of numeric window rows, filled lazily by compute() for new rows only
-        self._codes = np.zeros((len(self._num), cap), dtype=np.int64)
+        self._codes = np.zeros((len(self._num), cap), dtype=self._num_batch.code_dtype)
         self._coded_seq = 0
         self._compute_lock = threading.Lock()
         self._ks_pvalues = stats.KsPValueCache()  # only used under _compute_lock
@@ -269,8 +270,8 @@ class DriftMonitor:
                 new_num = self._num_buf[new_pos]
                 cat_buf = self._cat_buf.copy()
                 ts = self._ts_buf.copy()
-            for j, ref in enumerate(self._num_ref):
-                self._codes[j, new_pos] = stats.slot_codes(ref, new_num[:, j])
+            if self._num and new_pos.size:
+                self._codes[:, new_pos] = self._num_batch.slot_codes(new_num.T)
             self._coded_seq = seq
             self._timing["rank_new_rows"] = time.perf_counter() - t_start
 
@@ -316,16 +317,9 @@ class DriftMonitor:
         n_win = np.zeros(m, dtype=np.int64)
         n_ref = np.zeros(m, dtype=np.int64)
         if window.size:
-            for j, ref in enumerate(self._num_ref):
-                sc = np.sort(codes[j])
-                valid = int(np.searchsorted(sc, ref.nan_code, side="left"))
-                if valid == 0:
-                    continue
-                stat[j] = stats.ks_statistic_from_sorted_codes(ref, sc[:valid])
-                n_win[j] = valid
-                n_ref[j] = ref.n
-                counts = stats.numeric_bin_counts(ref, sc[:valid])
-                psi[j] = stats.psi(ref.bin_props, counts / valid)
+            if n_num:
+                stat[:n_num], n_win[:n_num], psi[:n_num] = self._num_batch.evaluate(codes)
+                n_ref[:n_num] = self._num_batch.n1
             if n_num:
                 t0 = time.perf_counter()
                 pval[:n_num] = self._ks_pvalues(stat[:n_num], n_ref[:n_num], n_win[:n_num])
