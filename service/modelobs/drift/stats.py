@@ -584,6 +584,13 @@ class NumericBatch:
         out = np.empty((f, k), dtype=self.code_dtype)
         if k == 0:
             return out
+        if k > 256:
+            # many rows (first computation): per-feature calls; the 2-D version's large
+            # temporaries cost more in page faults than the call overhead it saves
+            x = np.ascontiguousarray(x)
+            for j, r in enumerate(self.refs):
+                out[j] = slot_codes(r, x[j])
+            return out
         # bisection with sorted keys is several times faster (cache-friendly)
         order = np.argsort(x, axis=1)
         xs = np.take_along_axis(x, order, axis=1)
