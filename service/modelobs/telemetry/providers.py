@@ -49,6 +49,15 @@ def otlp_protocol(signal: str) -> str:
     return value
 
 
+def exporter_enabled(signal: str) -> bool:
+    """OTEL_{TRACES,METRICS,LOGS}_EXPORTER: ``none`` turns one signal off; ``otlp`` (the
+    default) is the only exporter this service ships."""
+    value = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").strip().lower()
+    if value not in ("otlp", "none"):
+        raise ValueError(f"OTEL_{signal.upper()}_EXPORTER={value!r}: use otlp or none")
+    return value == "otlp"
+
+
 def use_stable_http_semconv() -> None:
     """The httpx instrumentation emits the stable HTTP conventions only when opted in;
     our server middleware always does, so both sides speak the same names."""
@@ -198,9 +207,10 @@ def build_telemetry(
             logger_provider=NoOpLoggerProvider(),
             enabled=False,
         )
-    meter_provider = SdkMeterProvider(
-        resource=resource, metric_readers=[metric_reader or _metric_reader()]
-    )
+    readers = [metric_reader] if metric_reader else []
+    if not readers and exporter_enabled("metrics"):
+        readers.append(_metric_reader())
+    meter_provider = SdkMeterProvider(resource=resource, metric_readers=readers)
     dropped = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__).create_counter(
         "modelobs.telemetry.dropped",
         unit="{item}",
@@ -208,13 +218,15 @@ def build_telemetry(
     )
     # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
     tracer_provider = SdkTracerProvider(resource=resource)
-    tracer_provider.add_span_processor(
-        DropCountingSpanProcessor(span_exporter or _span_exporter(), dropped)
-    )
+    if span_exporter or exporter_enabled("traces"):
+        tracer_provider.add_span_processor(
+            DropCountingSpanProcessor(span_exporter or _span_exporter(), dropped)
+        )
     logger_provider = SdkLoggerProvider(resource=resource)
-    logger_provider.add_log_record_processor(
-        DropCountingLogProcessor(log_exporter or _log_exporter(), dropped)
-    )
+    if log_exporter or exporter_enabled("logs"):
+        logger_provider.add_log_record_processor(
+            DropCountingLogProcessor(log_exporter or _log_exporter(), dropped)
+        )
     return Telemetry(
         service_name=service_name,
         resource=resource,
