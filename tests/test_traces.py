@@ -53,17 +53,47 @@ def test_one_request_one_trace_across_both_apps(stack: Stack) -> None:
     assert md["model inference"].attributes["model.version"] == "1.0.0"
 
 
-def test_incoming_traceparent_and_baggage_are_continued(stack: Stack) -> None:
+def test_incoming_traceparent_and_baggage_are_continued(model_dir, tmp_path) -> None:
+    from modelobs.apps import gateway, model_service
+
+    from .conftest import make_settings
+    from .servers import captured, free_port, serve
+
+    seen: list[dict[str, str]] = []
+
+    def recording(app):  # what reaches the model service, as the model service sees it
+        async def wrapped(scope, receive, send):
+            if scope["type"] == "http":
+                seen.append({k.decode(): v.decode() for k, v in scope["headers"]})
+            await app(scope, receive, send)
+
+        return wrapped
+
+    port = free_port()
+    settings = make_settings(model_dir, tmp_path, model_url=f"http://127.0.0.1:{port}")
+    model_cap, gw_cap = captured("model-service"), captured("gateway")
+    with (
+        serve(recording(model_service.create_app(settings, model_cap.telemetry)), port),
+        serve(gateway.create_app(settings, gw_cap.telemetry)) as gateway_url,
+    ):
+        _continued(gateway_url, model_cap, gw_cap)
+    predict_headers = [h for h in seen if "traceparent" in h]
+    assert predict_headers and predict_headers[-1]["baggage"] == "tenant=acme"
+    model_cap.telemetry.shutdown()
+    gw_cap.telemetry.shutdown()
+
+
+def _continued(gateway_url: str, model_cap, gw_cap) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     parent_span = "00f067aa0ba902b7"
     response = httpx.post(
-        f"{stack.gateway_url}/v1/predict",
+        f"{gateway_url}/v1/predict",
         json={"record": VALID_RECORD},
         headers={"traceparent": f"00-{trace_id}-{parent_span}-01", "baggage": "tenant=acme"},
     )
     assert response.status_code == 200
-    gw_server = _by_name(stack.gateway.finished_spans())["POST /v1/predict"]
-    md_server = _by_name(stack.model.finished_spans())["POST /predict"]
+    gw_server = _by_name(gw_cap.finished_spans())["POST /v1/predict"]
+    md_server = _by_name(model_cap.finished_spans())["POST /predict"]
     assert format(gw_server.context.trace_id, "032x") == trace_id
     assert format(gw_server.parent.span_id, "016x") == parent_span
     assert format(md_server.context.trace_id, "032x") == trace_id

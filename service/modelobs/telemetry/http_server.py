@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -101,6 +102,30 @@ class ServerTelemetryMiddleware:
         span_attributes["network.protocol.version"] = scope.get("http_version", "1.1")
         if method == "_OTHER":
             span_attributes["http.request.method_original"] = raw_method
+        # Attached, not only passed as the parent: incoming baggage must stay current so
+        # that outgoing calls carry it on.
+        context_token = otel_context.attach(parent)
+        try:
+            with self.tracer.start_as_current_span(
+                method,
+                kind=SpanKind.SERVER,
+                attributes=span_attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    await self._run_in_span(span, scope, receive, send, attributes)
+                finally:
+                    # Recorded while the span is current: the exemplar names this trace.
+                    self.duration.record(time.perf_counter() - start, attributes)
+        finally:
+            otel_context.detach(context_token)
+
+    async def _run_in_span(
+        self, span: Any, scope: Scope, receive: Receive, send: Send, attributes: dict[str, Any]
+    ) -> None:
+        """Runs the app; completes ``attributes`` and the span from what happened."""
+        method = attributes["http.request.method"]
         status = [0]
 
         async def send_with_status(message: Message) -> None:
@@ -108,35 +133,25 @@ class ServerTelemetryMiddleware:
                 status[0] = message["status"]
             await send(message)
 
-        with self.tracer.start_as_current_span(
-            method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes=span_attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            error_type: str | None = None
-            try:
-                await self.app(scope, receive, send_with_status)
-            except Exception as exc:
-                error_type = type(exc).__qualname__
-                span.record_exception(exc)
-                raise
-            finally:
-                code = status[0] or 500
-                attributes["http.response.status_code"] = code
-                route = getattr(scope.get("route"), "path", None)
-                if route:
-                    attributes["http.route"] = route
-                    span.update_name(f"{method} {route}")
-                if code >= 500:
-                    # A handler may have named the exception already (rejections.internal_error).
-                    recorded = getattr(span, "attributes", None) or {}
-                    error_type = error_type or recorded.get("error.type") or str(code)
-                    span.set_status(Status(StatusCode.ERROR, error_type))
-                if error_type:
-                    attributes["error.type"] = error_type
-                span.set_attributes(attributes)
-                # Recorded while the span is current: the exemplar names this trace.
-                self.duration.record(time.perf_counter() - start, attributes)
+        error_type: str | None = None
+        try:
+            await self.app(scope, receive, send_with_status)
+        except Exception as exc:
+            error_type = type(exc).__qualname__
+            span.record_exception(exc)
+            raise
+        finally:
+            code = status[0] or 500
+            attributes["http.response.status_code"] = code
+            route = getattr(scope.get("route"), "path", None)
+            if route:
+                attributes["http.route"] = route
+                span.update_name(f"{method} {route}")
+            if code >= 500:
+                # A handler may have named the exception already (rejections.internal_error).
+                recorded = getattr(span, "attributes", None) or {}
+                error_type = error_type or recorded.get("error.type") or str(code)
+                span.set_status(Status(StatusCode.ERROR, error_type))
+            if error_type:
+                attributes["error.type"] = error_type
+            span.set_attributes(attributes)
