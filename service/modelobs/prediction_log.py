@@ -246,7 +246,13 @@ class PredictionLog:
         with self._reader_lock:
             return self._reader.execute(sql, params).fetchall()
 
+    def _settle(self) -> None:
+        """Reads see what was answered: write out what is still buffered first."""
+        if self._written < self._submitted:  # buffered, or popped and being written
+            self.flush()
+
     def get(self, prediction_id: str) -> PredictionRow | None:
+        self._settle()
         rows = self._read(
             f"SELECT {_COLUMNS} FROM predictions WHERE prediction_id = ?", (prediction_id,)
         )
@@ -254,6 +260,7 @@ class PredictionLog:
 
     def between(self, start: float, end: float, limit: int = 1000) -> list[PredictionRow]:
         """Predictions made in [start, end), oldest first."""
+        self._settle()
         rows = self._read(
             f"SELECT {_COLUMNS} FROM predictions WHERE created_at >= ? AND created_at < ? "
             "ORDER BY created_at LIMIT ?",
@@ -272,8 +279,6 @@ class PredictionLog:
     def label(self, prediction_id: str, label: str) -> tuple[FeedbackOutcome, PredictionRow | None]:
         """Attach the true label once; the same label again changes nothing."""
         row = self.get(prediction_id)
-        if row is None and self.flush():
-            row = self.get(prediction_id)  # it may still have been on the queue
         if row is None:
             return FeedbackOutcome.UNKNOWN_ID, None
         if row.true_label is not None:

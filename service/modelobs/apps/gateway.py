@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,17 +18,11 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-from ..rejections import Reason, Rejection, error_body, install_error_handlers, internal_error
+from ..rejections import Reason, Rejection, error_body
 from ..request_body import read_limited
 from ..settings import Settings, get_settings
-from ..telemetry import (
-    Telemetry,
-    build_telemetry,
-    configure_logging,
-    current_telemetry,
-    set_process_telemetry,
-)
-from ..telemetry.http_server import ServerTelemetryMiddleware
+from ..telemetry import Telemetry, current_telemetry
+from .common import create_service_app, guarded, start_telemetry
 
 SERVICE_NAME = "gateway"
 RETRY_BACKOFF_S = 0.05
@@ -117,10 +111,7 @@ def create_app(
 ) -> FastAPI:
     """App factory; ``transport`` lets tests wire the gateway to an in-process model service."""
     settings = settings or get_settings()
-    owns_telemetry = telemetry is None
-    telemetry = telemetry or build_telemetry(SERVICE_NAME, environment=settings.environment)
-    configure_logging()
-    set_process_telemetry(telemetry)
+    telemetry, owns_telemetry = start_telemetry(SERVICE_NAME, settings, telemetry)
     state: dict[str, Upstream] = {}
 
     @asynccontextmanager
@@ -137,12 +128,7 @@ def create_app(
             if owns_telemetry:
                 telemetry.shutdown()
 
-    app = FastAPI(title="modelobs gateway", lifespan=lifespan)
-    install_error_handlers(app, telemetry)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    app = create_service_app("modelobs gateway", telemetry, lifespan)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
@@ -150,25 +136,15 @@ def create_app(
         status = "ready" if upstream_ready else "model service not ready"
         return JSONResponse({"status": status}, status_code=200 if upstream_ready else 503)
 
-    @app.post("/v1/predict")
-    async def predict(request: Request) -> Response:
-        _check_api_key(request, settings)
-        try:
-            return await state["upstream"].forward("/predict", request)
-        except Rejection:
-            raise
-        except Exception as exc:
-            return internal_error(exc, "forwarding failed")
+    def forwarding(path: str) -> Callable[[Request], Awaitable[Response]]:
+        async def forward(request: Request) -> Response:
+            _check_api_key(request, settings)
+            return await guarded(
+                lambda: state["upstream"].forward(path, request), "forwarding failed"
+            )
 
-    @app.post("/v1/feedback")
-    async def feedback(request: Request) -> Response:
-        _check_api_key(request, settings)
-        try:
-            return await state["upstream"].forward("/feedback", request)
-        except Rejection:
-            raise
-        except Exception as exc:
-            return internal_error(exc, "forwarding failed")
+        return forward
 
-    app.add_middleware(ServerTelemetryMiddleware, telemetry=telemetry)
+    app.post("/v1/predict")(forwarding("/predict"))
+    app.post("/v1/feedback")(forwarding("/feedback"))
     return app

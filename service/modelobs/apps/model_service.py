@@ -24,19 +24,12 @@ from ..model.train import train_and_save
 from ..model_metrics import ModelMetrics
 from ..prediction_log import FeedbackOutcome, PredictionLog, PredictionRow
 from ..quality import QualityTracker
-from ..rejections import Rejection, error_body, install_error_handlers, internal_error
+from ..rejections import Rejection, error_body
 from ..request_body import read_json
 from ..settings import Settings, get_settings
-from ..telemetry import (
-    Telemetry,
-    build_telemetry,
-    configure_logging,
-    current_telemetry,
-    run_as,
-    set_process_telemetry,
-)
-from ..telemetry.http_server import ServerTelemetryMiddleware
+from ..telemetry import Telemetry, current_telemetry, run_as
 from ..validation import RequestValidator, parse_feedback
+from .common import create_service_app, guarded, start_telemetry
 
 SERVICE_NAME = "model-service"
 
@@ -260,10 +253,7 @@ def create_app(
 ) -> FastAPI:
     """App factory (uvicorn calls it in each worker, so the SDK starts after any fork)."""
     settings = settings or get_settings()
-    owns_telemetry = telemetry is None
-    telemetry = telemetry or build_telemetry(SERVICE_NAME, environment=settings.environment)
-    configure_logging()
-    set_process_telemetry(telemetry)
+    telemetry, owns_telemetry = start_telemetry(SERVICE_NAME, settings, telemetry)
     state: dict[str, ModelService] = {}
 
     @asynccontextmanager
@@ -284,12 +274,7 @@ def create_app(
             if owns_telemetry:
                 telemetry.shutdown()
 
-    app = FastAPI(title="modelobs model service", lifespan=lifespan)
-    install_error_handlers(app, telemetry)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    app = create_service_app("modelobs model service", telemetry, lifespan)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
@@ -304,12 +289,9 @@ def create_app(
     @app.post("/predict")
     async def predict(request: Request) -> Any:
         service = state["service"]
-        try:
-            predictions = await service.predict(request)
-        except Rejection:
-            raise
-        except Exception as exc:
-            return internal_error(exc, "prediction failed")
+        predictions = await guarded(lambda: service.predict(request), "prediction failed")
+        if isinstance(predictions, JSONResponse):
+            return predictions
         schema = service.bundle.schema
         return {
             "model": {"name": schema.name, "version": schema.version},
@@ -345,5 +327,4 @@ def create_app(
     async def drift() -> dict[str, Any]:
         return state["service"].drift.report().to_dict()
 
-    app.add_middleware(ServerTelemetryMiddleware, telemetry=telemetry)
     return app

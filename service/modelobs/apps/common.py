@@ -1,0 +1,50 @@
+"""What both apps share: telemetry start-up, error handlers, the liveness probe and the
+server telemetry middleware."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from ..rejections import Rejection, install_error_handlers, internal_error
+from ..settings import Settings
+from ..telemetry import Telemetry, build_telemetry, configure_logging, set_process_telemetry
+from ..telemetry.http_server import ServerTelemetryMiddleware
+
+T = TypeVar("T")
+
+
+def start_telemetry(
+    service_name: str, settings: Settings, telemetry: Telemetry | None
+) -> tuple[Telemetry, bool]:
+    """The given telemetry (tests), or one built from OTEL_*; True when we own it."""
+    owned = telemetry is None
+    telemetry = telemetry or build_telemetry(service_name, environment=settings.environment)
+    configure_logging()
+    set_process_telemetry(telemetry)
+    return telemetry, owned
+
+
+def create_service_app(title: str, telemetry: Telemetry, lifespan: Any) -> FastAPI:
+    app = FastAPI(title=title, lifespan=lifespan)
+    install_error_handlers(app, telemetry)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(ServerTelemetryMiddleware, telemetry=telemetry)
+    return app
+
+
+async def guarded(work: Callable[[], Awaitable[T]], what: str) -> T | JSONResponse:
+    """Rejections go to their handler; anything else is a logged 500 on the current span."""
+    try:
+        return await work()
+    except Rejection:
+        raise
+    except Exception as exc:
+        return internal_error(exc, what)
