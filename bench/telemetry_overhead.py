@@ -28,19 +28,9 @@ sys.path.insert(0, str(ROOT / "deploy" / "native"))
 
 import stack as native  # noqa: E402
 
-BODY = json.dumps(
-    {
-        "record": {
-            "tenure_months": 3,
-            "monthly_charges": 99.5,
-            "support_calls": 4,
-            "age": 30,
-            "data_usage_gb": 3.3,
-            "contract": "month-to-month",
-            "payment_method": "card",
-        }
-    }
-)
+from modelobs.model.data import EXAMPLE_RECORD  # noqa: E402
+
+BODY = json.dumps({"record": EXAMPLE_RECORD})
 WRK_SCRIPT = f"""
 wrk.method = "POST"
 wrk.body = '{BODY}'

@@ -9,21 +9,14 @@ from pathlib import Path
 import pytest
 
 from modelobs.apps import gateway, model_service
+from modelobs.model.data import EXAMPLE_RECORD
 from modelobs.model.store import ModelBundle, load
 from modelobs.model.train import train_and_save
 from modelobs.settings import Settings
 
 from .servers import Captured, captured, free_port, serve
 
-VALID_RECORD = {
-    "tenure_months": 3,
-    "monthly_charges": 99.5,
-    "support_calls": 4,
-    "age": 30,
-    "data_usage_gb": 3.3,
-    "contract": "month-to-month",
-    "payment_method": "card",
-}
+VALID_RECORD = EXAMPLE_RECORD
 
 
 @pytest.fixture(scope="session")

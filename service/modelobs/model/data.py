@@ -33,6 +33,17 @@ FEATURES: tuple[Feature, ...] = (
 )
 CLASSES: tuple[str, ...] = ("stay", "churn")
 
+# A valid request record (a likely churner), for docs, tests and benchmarks.
+EXAMPLE_RECORD: dict[str, float | str] = {
+    "tenure_months": 3,
+    "monthly_charges": 99.5,
+    "support_calls": 4,
+    "age": 30,
+    "data_usage_gb": 3.3,
+    "contract": "month-to-month",
+    "payment_method": "card",
+}
+
 
 @dataclass(frozen=True)
 class Dataset:
