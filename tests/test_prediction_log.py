@@ -53,7 +53,10 @@ def test_full_queue_drops_are_counted(tmp_path: Path) -> None:
         for m in sm.metrics
     }
     dropped = points["modelobs.prediction_log.dropped"]
-    assert [(dict(p.attributes), p.value) for p in dropped] == [({"reason": "queue_full"}, 15)]
+    assert {p.attributes["reason"]: p.value for p in dropped} == {
+        "queue_full": 15,
+        "write_error": 0,
+    }
     assert [p.value for p in points["modelobs.prediction_log.queue.size"]] == [10]
 
 

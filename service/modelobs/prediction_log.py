@@ -45,6 +45,9 @@ _COLUMNS = (
 )
 
 
+DROP_REASONS = ("queue_full", "write_error")
+
+
 @dataclass(frozen=True)
 class PredictionRow:
     prediction_id: str
@@ -129,6 +132,8 @@ class PredictionLog:
             unit="{prediction}",
             description="Predictions not written to the prediction log",
         )
+        for reason in DROP_REASONS:  # a series at 0 from the start, so panels show "0"
+            self._dropped.add(0, {"reason": reason})
         meter.create_observable_gauge(
             "modelobs.prediction_log.queue.size",
             callbacks=[lambda _: [metrics.Observation(len(self._pending))]],

@@ -91,6 +91,8 @@ def install_error_handlers(app: FastAPI, telemetry: Telemetry) -> None:
         unit="{failure}",
         description="Requests rejected, by reason",
     )
+    for reason in Reason:  # every reason has a series from the start, at 0
+        failures.add(0, {"validation.reason": reason.value})
 
     @app.exception_handler(Rejection)
     async def on_rejection(request: Request, exc: Rejection) -> JSONResponse:

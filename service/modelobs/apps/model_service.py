@@ -114,6 +114,8 @@ class ModelService:
         self.feedback_outcomes = meter.create_counter(
             "modelobs.feedback", unit="{label}", description="Feedback received, by outcome"
         )
+        for outcome in FeedbackOutcome:
+            self.feedback_outcomes.add(0, {"feedback.outcome": outcome.value})
         self.drift = DriftMonitor(
             [FeatureSpec(f.name, f.kind, f.categories) for f in schema.features],
             bundle.reference,

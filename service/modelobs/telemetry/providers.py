@@ -216,6 +216,8 @@ def build_telemetry(
         unit="{item}",
         description="Spans and log records dropped because the export queue was full",
     )
+    for signal in ("spans", "logs"):  # a series at 0 from the start, so panels show "0"
+        dropped.add(0, {"signal": signal})
     # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
     tracer_provider = SdkTracerProvider(resource=resource)
     if span_exporter or exporter_enabled("traces"):
