@@ -3,6 +3,7 @@ server telemetry middleware."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -26,6 +27,15 @@ def start_telemetry(
     configure_logging()
     set_process_telemetry(telemetry)
     return telemetry, owned
+
+
+def settle_heap() -> None:
+    """Called once start-up is done: move everything loaded so far (model, libraries, the
+    SDK) out of the collector's sight, so the full collections that telemetry's many
+    short-lived objects trigger do not rescan it on the request path (measured: p99 under
+    load halves; see bench/README.md)."""
+    gc.collect()
+    gc.freeze()
 
 
 def create_service_app(title: str, telemetry: Telemetry, lifespan: Any) -> FastAPI:

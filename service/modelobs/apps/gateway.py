@@ -22,7 +22,7 @@ from ..rejections import Reason, Rejection, error_body
 from ..request_body import read_limited
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, current_telemetry
-from .common import create_service_app, guarded, start_telemetry
+from .common import create_service_app, guarded, settle_heap, start_telemetry
 
 SERVICE_NAME = "gateway"
 RETRY_BACKOFF_S = 0.05
@@ -118,6 +118,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         current_telemetry.set(telemetry)  # start-up logs belong to the gateway
         state["upstream"] = Upstream(settings, telemetry, transport)
+        settle_heap()
         logger.bind(event="gateway_started", model_url=settings.model_url).info(
             "forwarding to {}", settings.model_url
         )

@@ -29,7 +29,7 @@ from ..request_body import read_json
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, current_telemetry, run_as
 from ..validation import RequestValidator, parse_feedback
-from .common import create_service_app, guarded, start_telemetry
+from .common import create_service_app, guarded, settle_heap, start_telemetry
 
 SERVICE_NAME = "model-service"
 
@@ -264,6 +264,7 @@ def create_app(
         service = ModelService(bundle or load_or_train(settings), settings, telemetry)
         service.start()
         state["service"] = service
+        settle_heap()
         schema = service.bundle.schema
         logger.bind(event="model_loaded", **{"model.version": schema.version}).info(
             "serving {} {}", schema.name, schema.version
