@@ -106,3 +106,21 @@ def test_api_key_when_configured(model_dir, tmp_path) -> None:
     assert logs and not any("s3cret-key" in str(r.attributes) + str(r.body) for r in logs)
     model_cap.telemetry.shutdown()
     gw_cap.telemetry.shutdown()
+
+
+def test_readiness_probe_leaves_no_trace(model_dir, tmp_path) -> None:
+    model_port = free_port()
+    settings = make_settings(model_dir, tmp_path, model_url=f"http://127.0.0.1:{model_port}")
+    model_cap, gw_cap = captured("model-service"), captured("gateway")
+    with (
+        serve(model_service.create_app(settings, model_cap.telemetry), model_port),
+        serve(gateway.create_app(settings, gw_cap.telemetry)) as url,
+    ):
+        for _ in range(3):
+            assert httpx.get(f"{url}/readyz").status_code == 200
+        assert httpx.post(f"{url}/v1/predict", json={"record": VALID_RECORD}).status_code == 200
+        spans = gw_cap.finished_spans()
+    # Only the prediction: one server and one client span, no probe spans.
+    assert sorted(s.name for s in spans) == ["POST", "POST /v1/predict"]
+    model_cap.telemetry.shutdown()
+    gw_cap.telemetry.shutdown()

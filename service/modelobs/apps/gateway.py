@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from loguru import logger
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 from ..rejections import Reason, Rejection, error_body
 from ..request_body import read_limited
@@ -87,8 +88,11 @@ class Upstream:
         return JSONResponse(error_body(reason, message), status_code=status)
 
     async def ready(self) -> bool:
+        """Probes are not traced (the model service does not trace its own /readyz either):
+        a one-span trace per probe would bury the real ones."""
         try:
-            return (await self.client.get("/readyz")).status_code == 200
+            with suppress_http_instrumentation():
+                return (await self.client.get("/readyz")).status_code == 200
         except httpx.HTTPError:
             return False
 
