@@ -32,6 +32,7 @@ import httpx
 import pytest
 from deploy.native import stack as native
 
+from modelobs.model.data import EXAMPLE_RECORD
 from tests.rule_tuning import tune_rules
 
 SLOW_LATENCY_MS = 300
@@ -201,15 +202,7 @@ def run_load(url: str, scenario: str, *args: str) -> None:
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}"
 
 
-VALID_RECORD = {
-    "tenure_months": 3,
-    "monthly_charges": 99.5,
-    "support_calls": 4,
-    "age": 30,
-    "data_usage_gb": 3.3,
-    "contract": "month-to-month",
-    "payment_method": "card",
-}
+VALID_RECORD = EXAMPLE_RECORD
 
 
 @dataclass
