@@ -22,10 +22,14 @@ from .servers import free_port
 
 class _CountingOtlp(BaseHTTPRequestHandler):
     hits: ClassVar[list[str]] = []
+    received: ClassVar[list[tuple[str, dict[str, str], bytes]]] = []
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
         type(self).hits.append(self.path)
+        type(self).received.append(
+            (self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        )
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", "0")
@@ -36,13 +40,13 @@ class _CountingOtlp(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def otlp_counter() -> Iterator[tuple[str, list[str]]]:
+def otlp_counter() -> Iterator[tuple[str, list[str], list[tuple[str, dict[str, str], bytes]]]]:
     """A bare OTLP/HTTP endpoint that only counts what reaches it."""
-    handler = type("Counting", (_CountingOtlp,), {"hits": []})
+    handler = type("Counting", (_CountingOtlp,), {"hits": [], "received": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler.hits
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler.hits, handler.received
     server.shutdown()
 
 
@@ -67,10 +71,15 @@ FAST_EXPORT = {
 
 @pytest.mark.parametrize("disabled", [True, False])
 def test_sdk_disabled_exports_nothing(
-    tmp_path: Path, model_dir: Path, otlp_counter: tuple[str, list[str]], disabled: bool
+    tmp_path: Path, model_dir: Path, otlp_counter: tuple, disabled: bool
 ) -> None:
-    endpoint, hits = otlp_counter
-    env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+    endpoint, hits, received = otlp_counter
+    env = {
+        **FAST_EXPORT,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=acme",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=staging,team=ml",
+    }
     if disabled:
         env["OTEL_SDK_DISABLED"] = "true"
     with service_pair(tmp_path, env, model_dir, free_port(), free_port()) as url:
@@ -80,6 +89,28 @@ def test_sdk_disabled_exports_nothing(
         assert hits == []
     else:  # the control: the same setup does export every signal when enabled
         assert {"/v1/traces", "/v1/metrics", "/v1/logs"} <= set(hits)
+        _assert_env_honoured(received)
+
+
+def _assert_env_honoured(received: list[tuple[str, dict[str, str], bytes]]) -> None:
+    """OTEL_EXPORTER_OTLP_HEADERS and OTEL_RESOURCE_ATTRIBUTES reach the wire."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    assert all(headers.get("x-tenant") == "acme" for _, headers, _ in received)
+    services = set()
+    for path, _, body in received:
+        if path != "/v1/traces":
+            continue
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            assert attrs["deployment.environment.name"] == "staging"  # env wins over default
+            assert attrs["team"] == "ml"
+            assert attrs["service.instance.id"]
+            services.add(attrs["service.name"])
+    assert services == {"model-service", "gateway"}
 
 
 def _blackhole() -> tuple[socket.socket, int]:
@@ -118,3 +149,22 @@ def test_requests_stay_fast_without_a_collector(
     # Exports fail on background threads; the request path never waits for them.
     assert p50 < 0.05, f"median {p50 * 1000:.1f} ms"
     assert p99 < 0.25, f"p99 {p99 * 1000:.1f} ms"
+
+
+def test_sampler_and_service_name_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from modelobs.telemetry import build_telemetry
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "churn-api")
+    spans = InMemorySpanExporter()
+    telemetry = build_telemetry("model-service", span_exporter=spans)
+    with telemetry.tracer.start_as_current_span("work") as span:
+        assert not span.is_recording()
+    telemetry.tracer_provider.force_flush()
+    assert spans.get_finished_spans() == ()
+    assert telemetry.resource.attributes["service.name"] == "churn-api"
+    telemetry.shutdown()
