@@ -293,3 +293,17 @@ def test_unknown_route_and_method_are_json_4xx(stack: Stack) -> None:
     wrong_method = httpx.get(f"{stack.model_url}/predict")
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"]["reason"] == "method_not_allowed"
+
+
+def test_query_parameter_errors_use_the_same_shape(stack: Stack) -> None:
+    bad = httpx.get(f"{stack.model_url}/predictions", params={"start": "yesterday", "end": 5})
+    assert bad.status_code == 422
+    error = bad.json()["error"]
+    assert error["reason"] == "wrong_type" and error["field"] == "start"
+    missing = httpx.get(f"{stack.model_url}/predictions", params={"start": 1})
+    assert missing.status_code == 422
+    assert missing.json()["error"] == {
+        "reason": "missing_field",
+        "field": "end",
+        "message": "Field required",
+    }

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from loguru import logger
 from opentelemetry import metrics, trace
@@ -103,10 +104,20 @@ def install_error_handlers(app: FastAPI, telemetry: Telemetry) -> None:
             event="request_rejected",
             reason=exc.reason.value,
             field=exc.field,
-            http_route=request.url.path,
+            **{"url.path": request.url.path},
             status_code=exc.status_code,
         ).warning("rejected request: {}: {}", exc.field, exc.message)
         return JSONResponse(exc.to_body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_parameter_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI-validated parameters (query strings) answer in the same shape."""
+        first = exc.errors()[0] if exc.errors() else {}
+        location = [str(part) for part in first.get("loc", ("request",))]
+        field = ".".join(location[1:]) or location[0]
+        reason = Reason.MISSING_FIELD if first.get("type") == "missing" else Reason.WRONG_TYPE
+        message = str(first.get("msg", "invalid value"))
+        return await on_rejection(request, Rejection(reason, field, message))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -117,9 +128,9 @@ def install_error_handlers(app: FastAPI, telemetry: Telemetry) -> None:
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.opt(exception=exc).bind(event="internal_error", http_route=request.url.path).error(
-            "unexpected error: {}", type(exc).__name__
-        )
+        logger.opt(exception=exc).bind(
+            event="internal_error", **{"url.path": request.url.path}
+        ).error("unexpected error: {}", type(exc).__name__)
         return JSONResponse(
             error_body("internal_error", "internal error; see the service logs"), status_code=500
         )
