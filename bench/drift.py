@@ -116,18 +116,32 @@ def run_cold(name: str, shift: np.ndarray, repeats: int, rng: np.random.Generato
         win = rng.normal(size=(WINDOW, N_FEATURES)) + shift
         monitor = DriftMonitor(specs, reference, settings)  # reference prep not timed
         monitor.observe(make_rows(win, names))
-        t0 = time.perf_counter()
-        d_s, p_s = scipy_loop(ref, win)
-        t_scipy.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        monitor.compute()
-        t_engine.append(time.perf_counter() - t0)
-        t_engine_p.append(monitor.last_compute_seconds["ks_p_values"])
-        t_scipy_p.append(scipy_pvalue_part(d_s, REFERENCE, WINDOW))
-        diff.update(monitor, d_s, p_s)
+        time_side_by_side(monitor, ref, win, t_scipy, t_engine, t_scipy_p, t_engine_p, diff)
     out = summarise(name, "cold", shift, repeats, t_scipy, t_engine, diff, None)
     out["p_value_paths"] = path_delta(paths0)
     return split(out, t_scipy, t_engine, t_scipy_p, t_engine_p)
+
+
+def time_side_by_side(
+    monitor: DriftMonitor,
+    ref: np.ndarray,
+    win: np.ndarray,
+    t_scipy: list[float],
+    t_engine: list[float],
+    t_scipy_p: list[float],
+    t_engine_p: list[float],
+    diff: Diff,
+) -> None:
+    """One measurement: the scipy loop, then the engine, on the same window; both checked."""
+    t0 = time.perf_counter()
+    d_s, p_s = scipy_loop(ref, win)
+    t_scipy.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    monitor.compute()
+    t_engine.append(time.perf_counter() - t0)
+    t_engine_p.append(monitor.last_compute_seconds["ks_p_values"])
+    t_scipy_p.append(scipy_pvalue_part(d_s, REFERENCE, WINDOW))
+    diff.update(monitor, d_s, p_s)
 
 
 def split(
@@ -167,15 +181,7 @@ def run_stream(name: str, shift: np.ndarray, steps: int, rng: np.random.Generato
     for k in range(1, steps + 1):
         monitor.observe(make_rows(data[WINDOW + (k - 1) * STEP : WINDOW + k * STEP], names))
         win = data[k * STEP : WINDOW + k * STEP]
-        t0 = time.perf_counter()
-        d_s, p_s = scipy_loop(ref, win)
-        t_scipy.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        monitor.compute()
-        t_engine.append(time.perf_counter() - t0)
-        t_engine_p.append(monitor.last_compute_seconds["ks_p_values"])
-        t_scipy_p.append(scipy_pvalue_part(d_s, REFERENCE, WINDOW))
-        diff.update(monitor, d_s, p_s)
+        time_side_by_side(monitor, ref, win, t_scipy, t_engine, t_scipy_p, t_engine_p, diff)
     lookups = memo.hits - hits0 + memo.misses - misses0
     hit_rate = (memo.hits - hits0) / lookups if lookups else 0.0
     out = summarise(name, "steady", shift, steps, t_scipy, t_engine, diff, hit_rate)

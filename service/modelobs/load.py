@@ -4,10 +4,8 @@ summary of status codes and latencies at the end."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -81,7 +79,6 @@ async def run_load(
     timeout_s: float = 5.0,
     api_key: str | None = None,
     show_progress: bool = True,
-    on_tick: Callable[[LoadResult], None] | None = None,
 ) -> LoadResult:
     """Send until ``total`` requests or ``duration_s`` seconds (0 for both: until cancelled)."""
     result = LoadResult()
@@ -119,8 +116,6 @@ async def run_load(
                         completed=result.sent,
                         description=scenario.describe(time.monotonic() - result.started),
                     )
-                    if on_tick is not None and index % 50 == 0:
-                        on_tick(result)
                     next_at += interval
                     delay = next_at - time.monotonic()
                     if delay > 0:
@@ -138,14 +133,3 @@ async def run_load(
 
 def print_summary(result: LoadResult) -> None:
     Console(stderr=True).print(result.summary_table())
-
-
-def summary_json(result: LoadResult) -> str:
-    return json.dumps(
-        {
-            "sent": result.sent,
-            "statuses": dict(result.statuses),
-            "p50_ms": result.percentile_ms(50),
-            "p99_ms": result.percentile_ms(99),
-        }
-    )

@@ -106,13 +106,19 @@ class BadInputs(Scenario):
 
 
 class _Shifted(Scenario):
-    """Adds ``shift_sd(elapsed)`` standard deviations to the chosen numeric features."""
+    """Adds a shift to chosen numeric features: none before ``at_s``, then growing linearly
+    to ``shift_sd`` standard deviations over ``ramp_s`` seconds (0: all at once)."""
+
+    at_s_default = 0.0
+    ramp_s_default = 0.0
 
     def __init__(
         self,
         path: str = PREDICT_PATH,
         features: tuple[str, ...] = ("monthly_charges", "tenure_months"),
         shift_sd: float = 1.0,
+        at_s: float | None = None,
+        ramp_s: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(path, **kwargs)
@@ -122,11 +128,17 @@ class _Shifted(Scenario):
             raise ValueError(f"not numeric features: {', '.join(unknown)}")
         self.features = features
         self.shift_sd = shift_sd
+        self.at_s = self.at_s_default if at_s is None else at_s
+        self.ramp_s = self.ramp_s_default if ramp_s is None else ramp_s
         self._sd = {f: statistics.pstdev(float(r[f]) for r in self._records) for f in features}
         self._integer = {f: numeric[f].integer for f in features}
 
     def shift_at(self, elapsed_s: float) -> float:
-        raise NotImplementedError
+        if elapsed_s < self.at_s:
+            return 0.0
+        if self.ramp_s <= 0:
+            return self.shift_sd
+        return self.shift_sd * min(1.0, (elapsed_s - self.at_s) / self.ramp_s)
 
     def record(self, index: int, elapsed_s: float) -> dict[str, Any]:
         shift = self.shift_at(elapsed_s)
@@ -142,29 +154,17 @@ class _Shifted(Scenario):
 
 
 class GradualDrift(_Shifted):
-    """The shift grows linearly from 0 to ``shift_sd`` over ``ramp_s`` seconds."""
+    """The shift grows from the start to its full size over ``ramp_s`` seconds."""
 
     name = "gradual-drift"
-
-    def __init__(self, path: str = PREDICT_PATH, ramp_s: float = 60.0, **kwargs: Any) -> None:
-        super().__init__(path, **kwargs)
-        self.ramp_s = ramp_s
-
-    def shift_at(self, elapsed_s: float) -> float:
-        return self.shift_sd * min(1.0, elapsed_s / self.ramp_s)
+    ramp_s_default = 60.0
 
 
 class SuddenShift(_Shifted):
-    """No shift before ``at_s`` seconds, the full ``shift_sd`` after."""
+    """No shift before ``at_s`` seconds, the full shift after."""
 
     name = "sudden-shift"
-
-    def __init__(self, path: str = PREDICT_PATH, at_s: float = 30.0, **kwargs: Any) -> None:
-        super().__init__(path, **kwargs)
-        self.at_s = at_s
-
-    def shift_at(self, elapsed_s: float) -> float:
-        return self.shift_sd if elapsed_s >= self.at_s else 0.0
+    at_s_default = 30.0
 
 
 class LabelShift(Scenario):

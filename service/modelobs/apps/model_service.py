@@ -196,9 +196,12 @@ class ModelService:
             "record prediction", attributes=self.model_attributes
         ) as span:
             predictions = self._to_predictions(probabilities)
-            span.set_attribute("modelobs.prediction.ids", [p.prediction_id for p in predictions])
             if len(predictions) == 1:
                 span.set_attribute("modelobs.prediction.id", predictions[0].prediction_id)
+            else:
+                span.set_attribute(
+                    "modelobs.prediction.ids", [p.prediction_id for p in predictions]
+                )
             self._record(records, predictions, elapsed)
         return predictions
 

@@ -426,42 +426,38 @@ class DriftMonitor:
 
         Units are empty (unitless) so the Prometheus exporter adds no ``_ratio`` suffix.
         """
-        meter.create_observable_gauge(
-            "modelobs.drift.ks.statistic",
-            callbacks=[self._obs_ks],
-            unit="",
-            description="Two-sample Kolmogorov-Smirnov statistic, window vs reference",
+        gauges = (
+            (
+                "modelobs.drift.ks.statistic",
+                self._obs_ks,
+                "",
+                "Two-sample Kolmogorov-Smirnov statistic, window vs reference",
+            ),
+            (
+                "modelobs.drift.p_value",
+                self._obs_p,
+                "",
+                "Unadjusted drift test p-value (ks for numeric, chi2 for categorical)",
+            ),
+            (
+                "modelobs.drift.psi",
+                self._obs_psi,
+                "",
+                "Population Stability Index, window vs reference",
+            ),
+            (
+                "modelobs.drift.detected",
+                self._obs_detected,
+                "",
+                "1 when the feature is flagged as drifted (BH-adjusted and effect-gated)",
+            ),
+            ("modelobs.drift.share", self._obs_share, "", "Share of features flagged as drifted"),
+            ("modelobs.drift.window.size", self._obs_window, "{row}", "Rows in the current window"),
         )
-        meter.create_observable_gauge(
-            "modelobs.drift.p_value",
-            callbacks=[self._obs_p],
-            unit="",
-            description="Unadjusted drift test p-value (ks for numeric, chi2 for categorical)",
-        )
-        meter.create_observable_gauge(
-            "modelobs.drift.psi",
-            callbacks=[self._obs_psi],
-            unit="",
-            description="Population Stability Index, window vs reference",
-        )
-        meter.create_observable_gauge(
-            "modelobs.drift.detected",
-            callbacks=[self._obs_detected],
-            unit="",
-            description="1 when the feature is flagged as drifted (BH-adjusted and effect-gated)",
-        )
-        meter.create_observable_gauge(
-            "modelobs.drift.share",
-            callbacks=[self._obs_share],
-            unit="",
-            description="Share of features flagged as drifted",
-        )
-        meter.create_observable_gauge(
-            "modelobs.drift.window.size",
-            callbacks=[self._obs_window],
-            unit="{row}",
-            description="Rows in the current drift window",
-        )
+        for name, callback, unit, description in gauges:
+            meter.create_observable_gauge(
+                name, callbacks=[callback], unit=unit, description=description
+            )
 
     def _obs_ks(self, _: CallbackOptions) -> list[Observation]:
         return [

@@ -2,7 +2,7 @@
 
 from .context import active_telemetry, current_telemetry, run_as, set_process_telemetry
 from .logs import configure_logging
-from .providers import Telemetry, build_telemetry, sdk_disabled
+from .providers import Telemetry, build_telemetry
 
 __all__ = [
     "Telemetry",
@@ -11,6 +11,5 @@ __all__ = [
     "configure_logging",
     "current_telemetry",
     "run_as",
-    "sdk_disabled",
     "set_process_telemetry",
 ]

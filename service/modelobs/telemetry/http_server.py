@@ -143,9 +143,11 @@ class ServerTelemetryMiddleware:
         finally:
             code = status[0] or 500
             attributes["http.response.status_code"] = code
+            span.set_attribute("http.response.status_code", code)
             route = getattr(scope.get("route"), "path", None)
             if route:
                 attributes["http.route"] = route
+                span.set_attribute("http.route", route)
                 span.update_name(f"{method} {route}")
             if code >= 500:
                 # A handler may have named the exception already (rejections.internal_error).
@@ -154,4 +156,4 @@ class ServerTelemetryMiddleware:
                 span.set_status(Status(StatusCode.ERROR, error_type))
             if error_type:
                 attributes["error.type"] = error_type
-            span.set_attributes(attributes)
+                span.set_attribute("error.type", error_type)

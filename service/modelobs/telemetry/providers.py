@@ -108,10 +108,17 @@ class _DropCountingMixin:
     _signal: str
     _dropped: metrics.Counter
 
+    _queue: Any = None
+
+    def _watch_queue(self) -> None:
+        """The SDK's bounded deque (private, so looked up once and checked for)."""
+        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
+        if queue is not None and queue.maxlen is not None:
+            self._queue = queue
+
     def _count_if_full(self) -> None:
-        batch = getattr(self, "_batch_processor", None)
-        queue = getattr(batch, "_queue", None)
-        if queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen:
+        queue = self._queue
+        if queue is not None and len(queue) >= queue.maxlen:
             self._dropped.add(1, {"signal": self._signal})
 
 
@@ -119,6 +126,7 @@ class DropCountingSpanProcessor(_DropCountingMixin, BatchSpanProcessor):
     def __init__(self, exporter: SpanExporter, dropped: metrics.Counter) -> None:
         super().__init__(exporter)
         self._signal, self._dropped = "spans", dropped
+        self._watch_queue()
 
     def on_end(self, span: Any) -> None:
         self._count_if_full()
@@ -129,6 +137,7 @@ class DropCountingLogProcessor(_DropCountingMixin, BatchLogRecordProcessor):
     def __init__(self, exporter: LogRecordExporter, dropped: metrics.Counter) -> None:
         super().__init__(exporter)
         self._signal, self._dropped = "logs", dropped
+        self._watch_queue()
 
     def on_emit(self, log_record: Any) -> None:
         self._count_if_full()
@@ -154,12 +163,6 @@ class Telemetry:
     @property
     def meter(self) -> metrics.Meter:
         return self.meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
-
-    def force_flush(self, timeout_ms: int = 5000) -> None:
-        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
-            flush = getattr(provider, "force_flush", None)
-            if flush is not None:
-                flush(timeout_ms)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Flush what is queued and stop, within ``timeout_s`` in all.
