@@ -24,8 +24,8 @@ import numpy as np
 import scipy
 from scipy import stats
 
-from modelobs.drift import DriftMonitor, DriftSettings, FeatureSpec
-from modelobs.drift import stats as ds
+from modelobs.monitoring.drift import DriftMonitor, DriftSettings, FeatureSpec
+from modelobs.monitoring.drift import stats as ds
 
 N_FEATURES = 30
 WINDOW = 5000

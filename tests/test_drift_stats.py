@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modelobs.drift import stats as ds
+from modelobs.monitoring.drift import stats as ds
 
 
 def _random_case(rng: np.random.Generator, i: int) -> tuple[np.ndarray, np.ndarray]:

@@ -47,8 +47,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from .load import print_summary, run_load
-    from .scenarios import SCENARIOS
+    from .loadgen.runner import print_summary, run_load
+    from .loadgen.scenarios import SCENARIOS
 
     options: dict[str, object] = {"path": args.path}
     if args.scenario in ("gradual-drift", "sudden-shift"):
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve" and args.port is None:
         args.port = 8000 if args.app == "model" else 8080
     if args.command == "load":
-        from .scenarios import SCENARIOS
+        from .loadgen.scenarios import SCENARIOS
 
         if args.scenario not in SCENARIOS:
             print(

@@ -19,11 +19,11 @@ from loguru import logger
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
-from ..rejections import Reason, Rejection, error_body
-from ..request_body import read_limited
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, current_telemetry
-from .common import create_service_app, guarded, settle_heap, start_telemetry
+from .errors import Reason, Rejection, error_body
+from .request_body import read_limited
+from .service_app import create_service_app, guarded, settle_heap, start_telemetry
 
 SERVICE_NAME = "gateway"
 RETRY_BACKOFF_S = 0.05

@@ -17,19 +17,19 @@ from loguru import logger
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from ..drift import DriftMonitor, DriftReport, DriftSettings, FeatureSpec
 from ..model import store
 from ..model.store import ModelBundle
 from ..model.train import train_and_save
-from ..model_metrics import ModelMetrics
-from ..prediction_log import FeedbackOutcome, PredictionLog, PredictionRow
-from ..quality import QualityTracker
-from ..rejections import Rejection, error_body
-from ..request_body import read_json
+from ..monitoring.drift import DriftMonitor, DriftReport, DriftSettings, FeatureSpec
+from ..monitoring.model_metrics import ModelMetrics
+from ..monitoring.prediction_log import FeedbackOutcome, PredictionLog, PredictionRow
+from ..monitoring.quality import QualityTracker
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, current_telemetry, run_as
-from ..validation import RequestValidator, parse_feedback
-from .common import create_service_app, guarded, settle_heap, start_telemetry
+from .errors import Rejection, error_body
+from .request_body import read_json
+from .service_app import create_service_app, guarded, settle_heap, start_telemetry
+from .validation import RequestValidator, parse_feedback
 
 SERVICE_NAME = "model-service"
 

@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from ..rejections import Rejection, install_error_handlers, internal_error
 from ..settings import Settings
 from ..telemetry import Telemetry, build_telemetry, configure_logging, set_process_telemetry
 from ..telemetry.http_server import ServerTelemetryMiddleware
+from .errors import Rejection, install_error_handlers, internal_error
 
 T = TypeVar("T")
 

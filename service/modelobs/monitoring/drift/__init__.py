@@ -4,7 +4,7 @@ See :mod:`modelobs.drift.monitor` (window, thread, metrics) and :mod:`modelobs.d
 (the statistics, each checked against scipy in tests/test_drift_stats.py).
 """
 
-from modelobs.drift.monitor import (
+from .monitor import (
     UNSEEN,
     DriftMonitor,
     DriftReport,

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from .model import data
+from ..model import data
 
 PREDICT_PATH = "/v1/predict"
 

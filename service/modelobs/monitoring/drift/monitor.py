@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from modelobs.drift import stats
+from . import stats
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from loguru import logger
 from opentelemetry import metrics, trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .telemetry.providers import Telemetry
+from ..telemetry import Telemetry
 
 
 class Reason(StrEnum):
