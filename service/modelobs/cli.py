@@ -47,6 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the server runs without the load generator.
     from .loadgen.runner import print_summary, run_load
     from .loadgen.scenarios import SCENARIOS
 
@@ -148,8 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve" and args.port is None:
         args.port = 8000 if args.app == "model" else 8080
     if args.command == "load":
-        from .loadgen.scenarios import SCENARIOS
-
+        try:
+            from .loadgen.scenarios import SCENARIOS
+        except ModuleNotFoundError as missing:
+            if not (missing.name or "").startswith(f"{__package__}.loadgen"):
+                raise
+            print(
+                "modelobs load: the load generator is not installed here "
+                "(the service image leaves it out; use the loadgen image)",
+                file=sys.stderr,
+            )
+            return 2
         if args.scenario not in SCENARIOS:
             print(
                 f"unknown scenario {args.scenario!r}; choose from {', '.join(SCENARIOS)}",
