@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from modelobs import cli
+
 SERVE_BOTH_APPS = """
 import importlib, json, sys
 import uvicorn
@@ -58,3 +62,9 @@ def test_load_without_the_load_generator_says_so(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "load generator is not installed" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_load_names_the_scenarios_when_one_is_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["load", "--scenario", "nope", "--requests", "1", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown scenario 'nope'" in error and "sudden-shift" in error

@@ -26,10 +26,10 @@ from ..monitoring.model_metrics import ModelMetrics
 from ..monitoring.prediction_log import FeedbackOutcome, PredictionLog, PredictionRow
 from ..monitoring.quality import QualityTracker
 from ..settings import Settings, get_settings
-from ..telemetry import Telemetry, current_telemetry, run_as
-from .errors import Rejection, error_body
+from ..telemetry import Telemetry, run_as
+from .errors import Rejection, error_body, guarded
 from .request_body import read_json
-from .service_app import create_service_app, guarded, settle_heap, start_telemetry
+from .service_app import create_service_app, start_telemetry
 from .validation import RequestValidator, parse_feedback
 
 SERVICE_NAME = "model-service"
@@ -239,12 +239,10 @@ def create_app(
     state: dict[str, ModelService] = {}
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        current_telemetry.set(telemetry)  # start-up logs, and threads started here
+    async def model_service() -> AsyncIterator[None]:
         service = ModelService(bundle or load_or_train(settings), settings, telemetry)
         service.start()
         state["service"] = service
-        settle_heap()
         schema = service.bundle.schema
         logger.bind(event="model_loaded", **{"model.version": schema.version}).info(
             "serving {} {}", schema.name, schema.version
@@ -254,10 +252,8 @@ def create_app(
         finally:
             state.clear()
             service.stop()
-            if owns_telemetry:
-                telemetry.shutdown()
 
-    app = create_service_app("modelobs model service", telemetry, lifespan)
+    app = create_service_app("modelobs model service", telemetry, owns_telemetry, model_service)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:

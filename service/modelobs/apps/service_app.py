@@ -1,21 +1,24 @@
-"""What both apps share: telemetry start-up, error handlers, the liveness probe and the
-server telemetry middleware."""
+"""The skeleton both apps are built on: telemetry start-up, a lifespan around each app's own
+resources, the error handlers, the liveness probe and the server telemetry middleware."""
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from ..settings import Settings
-from ..telemetry import Telemetry, build_telemetry, configure_logging, set_process_telemetry
+from ..telemetry import (
+    Telemetry,
+    build_telemetry,
+    configure_logging,
+    current_telemetry,
+    set_process_telemetry,
+)
 from ..telemetry.http_server import ServerTelemetryMiddleware
-from .errors import Rejection, install_error_handlers, internal_error
-
-T = TypeVar("T")
+from .errors import install_error_handlers
 
 
 def start_telemetry(
@@ -38,7 +41,27 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def create_service_app(title: str, telemetry: Telemetry, lifespan: Any) -> FastAPI:
+def create_service_app(
+    title: str,
+    telemetry: Telemetry,
+    owns_telemetry: bool,
+    resources: Callable[[], AbstractAsyncContextManager[None]],
+) -> FastAPI:
+    """An app whose lifespan opens ``resources`` (the app's own start-up and shutdown) with
+    its telemetry current, settles the heap once they are up, and shuts down the telemetry
+    it owns last, so shutdown logs still go out."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        current_telemetry.set(telemetry)  # start-up logs, and threads started here
+        try:
+            async with resources():
+                settle_heap()
+                yield
+        finally:
+            if owns_telemetry:
+                telemetry.shutdown()
+
     app = FastAPI(title=title, lifespan=lifespan)
     install_error_handlers(app, telemetry)
 
@@ -48,13 +71,3 @@ def create_service_app(title: str, telemetry: Telemetry, lifespan: Any) -> FastA
 
     app.add_middleware(ServerTelemetryMiddleware, telemetry=telemetry)
     return app
-
-
-async def guarded(work: Callable[[], Awaitable[T]], what: str) -> T | JSONResponse:
-    """Rejections go to their handler; anything else is a logged 500 on the current span."""
-    try:
-        return await work()
-    except Rejection:
-        raise
-    except Exception as exc:
-        return internal_error(exc, what)
