@@ -88,11 +88,6 @@ class ModelService:
         self.quality = QualityTracker(
             schema.classes, settings.quality_window, meter, self.model_attributes
         )
-        self.feedback_outcomes = meter.create_counter(
-            "modelobs.feedback", unit="{label}", description="Feedback received, by outcome"
-        )
-        for outcome in FeedbackOutcome:
-            self.feedback_outcomes.add(0, {"feedback.outcome": outcome.value})
         self.drift = DriftMonitor(
             [FeatureSpec(f.name, f.kind, f.categories) for f in schema.features],
             bundle.reference,
@@ -121,7 +116,7 @@ class ModelService:
     def feedback(self, payload: Any) -> tuple[int, dict[str, Any]]:
         prediction_id, label = parse_feedback(payload, self.bundle.schema.classes)
         outcome, row = self.prediction_log.label(prediction_id, label)
-        self.feedback_outcomes.add(1, {"feedback.outcome": outcome.value})
+        self.metrics.feedback.add(1, {"feedback.outcome": outcome.value})
         log = logger.bind(
             event="feedback", outcome=outcome.value, **{"prediction.id": prediction_id}
         )
