@@ -18,16 +18,13 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
-cache="${MODELOBS_CACHE:-$HOME/.cache/modelobs}"
+LOG_TAG=build-all
+# shellcheck source=lib/tools.sh
+. "$here/lib/tools.sh"
+cache="$modelobs_cache"
 bin_root="${cache}/bin"
 
-log() { printf '[build-all] %s\n' "$*" >&2; }
-die() { printf '[build-all] ERROR: %s\n' "$*" >&2; exit 1; }
-
-command -v go >/dev/null 2>&1 || die "go is not on PATH (Go >= 1.26 needed: the build modules say 'go 1.26.8')"
-command -v sha256sum >/dev/null 2>&1 || die "sha256sum is not on PATH (coreutils)"
-
-go_version="$(go version)"
+require_build_tools
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-trimpath"
 export CGO_ENABLED=0
 
@@ -40,7 +37,7 @@ ldv="github.com/prometheus/common/version"
 module_key() { # dir tags ldflags [extra files...]
   local d="$1" t="$2" l="$3"; shift 3
   { cat "$d/go.mod" "$d/go.sum" "$@"; printf 'tags=%s\nldflags=%s\n%s\n' "$t" "$l" "$go_version"; } \
-    | sha256sum | cut -c1-16
+    | cache_key
 }
 
 # build_module NAME DIR TAGS LDFLAGS PKG:BIN [PKG:BIN ...]
@@ -74,11 +71,7 @@ build_module() {
     mv -f "$out_dir/$bin.tmp" "$out_dir/$bin"
   done
   end=$(date +%s)
-  {
-    echo "component=$name"; echo "key=$key"; echo "tags=$tags"; echo "ldflags=$ldflags"
-    echo "go=$go_version"; echo "built_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "build_seconds=$((end - start))"
-  } > "$out_dir/build-info.txt"
+  write_build_info "$out_dir" "$name" "$key" "$((end - start))" "tags=$tags" "ldflags=$ldflags"
   cp "$dir/go.mod" "$dir/go.sum" "$out_dir/"
   log "$name: built in $((end - start))s"
 }

@@ -17,59 +17,47 @@ GET  /stats         {"requests": N, "bytes": N}
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import ClassVar
 
+# The receiver skeleton lives beside the alert webhook (one stdlib file compose mounts).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "alert-webhook"))
+from receiver import QuietHandler, serve
+
 LOGS_PATH = "/otlp/v1/logs"
-MAX_BODY = 64 << 20
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
+    max_body: ClassVar[int] = 64 << 20
     counts: ClassVar[dict[str, int]] = {"requests": 0, "bytes": 0}
-    lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def _send(self, code: int, body: bytes, ctype: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_GET(self) -> None:
         if self.path == "/ready":
-            self._send(200, b"ready", "text/plain")
+            self.reply(200, b"ready", "text/plain")
         elif self.path == "/stats":
             with self.lock:
                 body = json.dumps(self.counts).encode()
-            self._send(200, body, "application/json")
+            self.reply(200, body)
         else:
-            self._send(404, b"not found", "text/plain")
+            self.reply(404, b"not found", "text/plain")
 
     def do_POST(self) -> None:
         if self.path != LOGS_PATH:
-            self._send(404, b"not found", "text/plain")
+            self.reply(404, b"not found", "text/plain")
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length < 0 or length > MAX_BODY:
-            self._send(413, b"too large", "text/plain")
+        body = self.read_body(allow_empty=True)
+        if body is None:
             return
-        self.rfile.read(length)
         with self.lock:
             self.counts["requests"] += 1
-            self.counts["bytes"] += length
+            self.counts["bytes"] += len(body)
         # An empty ExportLogsServiceResponse: zero bytes in protobuf, {} in JSON.
         if "json" in (self.headers.get("Content-Type") or ""):
-            self._send(200, b"{}", "application/json")
+            self.reply(200, b"{}")
         else:
-            self._send(200, b"", "application/x-protobuf")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+            self.reply(200, b"", "application/x-protobuf")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,16 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3100)
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(
-        f"loki stand-in (NOT Loki: accepts and counts OTLP logs) on {args.host}:{args.port}",
-        file=sys.stderr,
-        flush=True,
+    return serve(
+        Handler, args.host, args.port, "loki stand-in (NOT Loki: accepts and counts OTLP logs)"
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-    return 0
 
 
 if __name__ == "__main__":
