@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1.7
-# modelobs service image: one image for `modelobs serve model`, `modelobs serve gateway`
-# and `modelobs load`; the command picks the role (see docker-compose.yml).
+# modelobs images. The default target, `service`, runs `modelobs serve model` and
+# `modelobs serve gateway` (the command picks the role, see docker-compose.yml) and leaves
+# the load generator out; the `loadgen` target is the same plus `modelobs load`.
 #
 #   docker build -t modelobs/service:dev .
 #   docker run --rm -p 127.0.0.1:8000:8000 modelobs/service:dev serve model --host 0.0.0.0
+#   docker build --target loadgen -t modelobs/loadgen:dev .
 
 # ---------------------------------------------------------------- builder
 # Resolves exactly what uv.lock pins (no network resolution) into /opt/venv.
@@ -33,18 +35,22 @@ COPY service ./service
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-editable
 
+# ---------------------------------------------------------------- server-env
+# The server's environment: the same, without the load generator (client-side code the
+# server never imports). Checked here: the apps still import without it.
+FROM builder AS server-env
+RUN loadgen="$(/opt/venv/bin/python -c 'import modelobs, pathlib; print(pathlib.Path(modelobs.__file__).parent / "loadgen")')" \
+ && rm -r "$loadgen" \
+ && /opt/venv/bin/python -c "import modelobs.apps.model_service, modelobs.apps.gateway, modelobs.cli"
+
 # ---------------------------------------------------------------- runtime
 FROM python:3.11.14-slim-trixie AS runtime
 
-LABEL org.opencontainers.image.title="modelobs service" \
-      org.opencontainers.image.description="FastAPI scikit-learn model service, gateway and load generator with OpenTelemetry" \
-      org.opencontainers.image.licenses="Apache-2.0"
+LABEL org.opencontainers.image.licenses="Apache-2.0"
 
 RUN groupadd --system --gid 10001 modelobs \
  && useradd --system --uid 10001 --gid modelobs --home-dir /var/lib/modelobs \
             --create-home --shell /usr/sbin/nologin modelobs
-
-COPY --from=builder /opt/venv /opt/venv
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -54,6 +60,25 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 WORKDIR /var/lib/modelobs
 USER modelobs:modelobs
+ENTRYPOINT ["modelobs"]
+
+# ---------------------------------------------------------------- loadgen
+FROM runtime AS loadgen
+
+LABEL org.opencontainers.image.title="modelobs load generator" \
+      org.opencontainers.image.description="Sends scenario traffic to the modelobs gateway (modelobs load)"
+
+COPY --from=builder /opt/venv /opt/venv
+
+CMD ["load", "--url", "http://127.0.0.1:8080", "--duration", "0", "--quiet"]
+
+# ---------------------------------------------------------------- service (default target)
+FROM runtime AS service
+
+LABEL org.opencontainers.image.title="modelobs service" \
+      org.opencontainers.image.description="FastAPI scikit-learn model service and gateway with OpenTelemetry"
+
+COPY --from=server-env /opt/venv /opt/venv
 
 EXPOSE 8000 8080
 
@@ -62,5 +87,4 @@ EXPOSE 8000 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=5 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 
-ENTRYPOINT ["modelobs"]
 CMD ["serve", "model", "--host", "0.0.0.0", "--port", "8000"]

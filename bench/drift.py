@@ -2,7 +2,7 @@
 
 Same data, same method ('asymp'), interleaved repeats, medians. Before any timing is
 reported, statistics are checked for exact equality and p-values for a relative difference
-<= stats.KS_PVALUE_RTOL (1e-12; most are bit-identical, the count is printed). Run from the
+<= KS_PVALUE_RTOL (1e-12; most are bit-identical, the count is printed). Run from the
 repo root:
 
     .venv/bin/python bench/drift.py            # full run
@@ -18,14 +18,15 @@ import platform
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import scipy
 from scipy import stats
 
-from modelobs.drift import DriftMonitor, DriftSettings, FeatureSpec
-from modelobs.drift import stats as ds
+from modelobs.monitoring.drift import DriftMonitor, DriftSettings, FeatureSpec
+from modelobs.monitoring.drift.ks_pvalue import KS_PVALUE_RTOL, PATHS, KsPValueCache
 
 N_FEATURES = 30
 WINDOW = 5000
@@ -94,13 +95,9 @@ class Diff:
         self.compared += d_e.size
 
 
-def path_counts() -> dict[str, int]:
-    return dict(ds.KSTWO_PATH_COUNTS)
-
-
-def path_delta(before: dict[str, int]) -> dict[str, int]:
-    """How the engine's p-values were computed since ``before`` (see stats.kstwo_sf)."""
-    return {k: v - before[k] for k, v in ds.KSTWO_PATH_COUNTS.items()}
+def path_table(paths: Counter[str]) -> dict[str, int]:
+    """How the engine's p-values were computed (see ks_pvalue.kstwo_sf), every path named."""
+    return {k: paths[k] for k in PATHS}
 
 
 def run_cold(name: str, shift: np.ndarray, repeats: int, rng: np.random.Generator) -> dict:
@@ -111,14 +108,15 @@ def run_cold(name: str, shift: np.ndarray, repeats: int, rng: np.random.Generato
     t_scipy_p: list[float] = []
     t_engine_p: list[float] = []
     diff = Diff()
-    paths0 = path_counts()
+    paths: Counter[str] = Counter()
     for _ in range(repeats):
         win = rng.normal(size=(WINDOW, N_FEATURES)) + shift
-        monitor = DriftMonitor(specs, reference, settings)  # reference prep not timed
+        # reference prep not timed; a fresh (empty) p-value memo each time
+        monitor = DriftMonitor(specs, reference, settings, ks_pvalues=KsPValueCache(paths=paths))
         monitor.observe(make_rows(win, names))
         time_side_by_side(monitor, ref, win, t_scipy, t_engine, t_scipy_p, t_engine_p, diff)
     out = summarise(name, "cold", shift, repeats, t_scipy, t_engine, diff, None)
-    out["p_value_paths"] = path_delta(paths0)
+    out["p_value_paths"] = path_table(paths)
     return split(out, t_scipy, t_engine, t_scipy_p, t_engine_p)
 
 
@@ -167,17 +165,18 @@ def run_stream(name: str, shift: np.ndarray, steps: int, rng: np.random.Generato
     """The service's steady state: a full window slides by STEP rows between computes."""
     names, specs, ref, reference, settings = setup(rng)
     data = rng.normal(size=(WINDOW + steps * STEP, N_FEATURES)) + shift
-    monitor = DriftMonitor(specs, reference, settings)
+    paths: Counter[str] = Counter()
+    memo = KsPValueCache(paths=paths)
+    monitor = DriftMonitor(specs, reference, settings, ks_pvalues=memo)
     monitor.observe(make_rows(data[:WINDOW], names))
     monitor.compute()  # initial fill, not timed
+    paths.clear()
     t_scipy: list[float] = []
     t_engine: list[float] = []
     t_scipy_p: list[float] = []
     t_engine_p: list[float] = []
     diff = Diff()
-    memo = monitor._ks_pvalues
     hits0, misses0 = memo.hits, memo.misses
-    paths0 = path_counts()
     for k in range(1, steps + 1):
         monitor.observe(make_rows(data[WINDOW + (k - 1) * STEP : WINDOW + k * STEP], names))
         win = data[k * STEP : WINDOW + k * STEP]
@@ -185,7 +184,7 @@ def run_stream(name: str, shift: np.ndarray, steps: int, rng: np.random.Generato
     lookups = memo.hits - hits0 + memo.misses - misses0
     hit_rate = (memo.hits - hits0) / lookups if lookups else 0.0
     out = summarise(name, "steady", shift, steps, t_scipy, t_engine, diff, hit_rate)
-    out["p_value_paths"] = path_delta(paths0)  # memo misses only
+    out["p_value_paths"] = path_table(paths)  # memo misses only
     return split(out, t_scipy, t_engine, t_scipy_p, t_engine_p)
 
 
@@ -199,10 +198,10 @@ def summarise(
     diff: Diff,
     hit_rate: float | None,
 ) -> dict:
-    if diff.d != 0.0 or diff.p_rel > ds.KS_PVALUE_RTOL:
+    if diff.d != 0.0 or diff.p_rel > KS_PVALUE_RTOL:
         sys.exit(
             f"{name}/{mode}: results differ from scipy (|dD|={diff.d}, "
-            f"relative |dp|={diff.p_rel} > {ds.KS_PVALUE_RTOL})"
+            f"relative |dp|={diff.p_rel} > {KS_PVALUE_RTOL})"
         )
     m_s, m_e = statistics.median(t_scipy), statistics.median(t_engine)
     return {
@@ -288,7 +287,7 @@ def main() -> None:
             f"{r['p_values_bit_identical']:4d}/{r['feature_results_compared']:<4d}"
         )
     print()
-    print("split: p-values (scipy kstwo.sf | engine stats.kstwo_sf) | everything else")
+    print("split: p-values (scipy kstwo.sf | engine ks_pvalue.kstwo_sf) | everything else")
     for r in results:
         p, w = r["p_value_part_s"], r["without_p_values"]
         print(

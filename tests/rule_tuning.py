@@ -2,16 +2,19 @@
 
 Production thresholds and ``for:`` durations make an alert wait 5-15 minutes; an end-to-end test
 wants it in seconds. Instead of keeping a second, drifting rule file, render one from the real
-rules with only two kinds of change:
+rules with only three kinds of change:
 
 * ``for:`` of every alert (``--for``) or of named alerts (``--for-alert NAME=DURATION``);
 * the constant of a threshold recording rule ``modelobs:alert_threshold:<NAME>``
-  (``--threshold NAME=VALUE``).
+  (``--threshold NAME=VALUE``);
+* the evaluation ``interval:`` of every group (``--interval``): the long-window groups are
+  evaluated once a minute in production, which a short-lived stack may not want to wait for.
+  Without it, each group keeps its own interval (or none, i.e. the global one).
 
 Everything else (expressions, labels, annotations, recording rules) stays as it is.
 
     python tests/rule_tuning.py --out var/run/rules/modelobs.yml \
-        --threshold http_p99_latency_seconds=0.2 --for 15s
+        --threshold http_p99_latency_seconds=0.2 --for 15s --interval 5s
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def tune_rules(
     for_all: str | None = None,
     overrides_for: Mapping[str, str] | None = None,
     thresholds: Mapping[str, float] | None = None,
+    interval: str | None = None,
     source: Path = RULES_FILE,
 ) -> str:
     """Return the rule file at ``source`` as YAML text with the given overrides applied.
@@ -52,6 +56,8 @@ def tune_rules(
     thresholds = dict(thresholds or {})
     if for_all is not None:
         _check_duration(for_all)
+    if interval is not None:
+        _check_duration(interval)
     for value in overrides_for.values():
         _check_duration(value)
 
@@ -59,6 +65,8 @@ def tune_rules(
     seen_alerts: set[str] = set()
     seen_thresholds: set[str] = set()
     for group in doc["groups"]:
+        if interval is not None:
+            group["interval"] = interval
         for rule in group["rules"]:
             if "alert" in rule:
                 name = rule["alert"]
@@ -102,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--for", dest="for_all", help="for: of every alert, e.g. 15s")
     parser.add_argument("--for-alert", action="append", default=[], metavar="NAME=DURATION")
     parser.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--interval", help="evaluation interval of every group, e.g. 5s")
     args = parser.parse_args(argv)
     try:
         thresholds = {k: float(v) for k, v in _pairs(args.threshold, "--threshold").items()}
@@ -109,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             for_all=args.for_all,
             overrides_for=_pairs(args.for_alert, "--for-alert"),
             thresholds=thresholds,
+            interval=args.interval,
             source=args.source,
         )
     except (KeyError, ValueError) as exc:

@@ -7,6 +7,8 @@
 * every service has a health check, and every depends_on waits for service_healthy
 * the collector gets the endpoint variables otel-collector/config.yaml reads
 * Prometheus' image version matches the Go module the native stack builds
+* only the load generator builds the Dockerfile's `loadgen` target; the rest get the
+  default `service` stage, which leaves the load generator out
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
 SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|PRIVATE_?KEY)", re.IGNORECASE)
 VAR_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:?[-?][^}]*)?\}$")
 
@@ -199,3 +202,17 @@ def test_same_config_files_as_native_stack(services):
     assert "./deploy/jaeger/config.yaml" in mounts["jaeger"]
     assert "./dashboards" in mounts["grafana"]
     assert "./deploy/grafana/provisioning" in mounts["grafana"]
+
+
+def test_only_the_load_generator_builds_the_loadgen_target(services):
+    stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", DOCKERFILE.read_text(), re.M | re.I)
+    assert stages and stages[-1] == "service", "the default (last) stage must be the server"
+    built = {name: svc["build"] for name, svc in services.items() if svc.get("build")}
+    assert "load" in built and "model-service" in built
+    for name, build in built.items():
+        target = build.get("target") if isinstance(build, dict) else None
+        if name == "load":
+            assert target == "loadgen" and target in stages, f"load builds {target!r}"
+            assert services[name]["image"] != services["model-service"]["image"]
+        else:
+            assert target in (None, "service"), f"{name}: builds {target!r}, not the server"

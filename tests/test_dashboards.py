@@ -32,10 +32,12 @@ from .dashboard_queries import (
     prometheus_queries,
     variables_used,
 )
+from .grafana_provisioning import DATASOURCES_FILE
+from .grafana_provisioning import provisioned_datasources as _provisioned
+from .grafana_provisioning import unescape as _unescape
 
 REPO = Path(__file__).resolve().parents[1]
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
-DATASOURCES_FILE = PROVISIONING / "datasources" / "datasources.yaml"
 PROVIDERS_FILE = PROVISIONING / "dashboards" / "dashboards.yaml"
 CONTRACT = REPO / "docs" / "contract.md"
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
@@ -46,16 +48,6 @@ MIN_SCHEMA_VERSION = 39
 
 def _dash(path: Path) -> dict:
     return json.loads(path.read_text())
-
-
-def _provisioned() -> dict[str, dict]:
-    doc = yaml.safe_load(DATASOURCES_FILE.read_text())
-    return {ds["uid"]: ds for ds in doc["datasources"]}
-
-
-def _unescape(value: str) -> str:
-    """Grafana provisioning files write a literal $ as $$."""
-    return value.replace("$$", "$")
 
 
 def test_dashboards_exist():
@@ -137,16 +129,24 @@ def test_provisioned_datasources_and_correlations():
     jaeger = ds["jaeger"]["jsonData"]
     logs = jaeger["tracesToLogsV2"]
     assert logs["datasourceUid"] == "loki"
-    assert logs.get("filterByTraceID") is True
     assert logs.get("spanStartTimeShift") and logs.get("spanEndTimeShift")
     if logs.get("customQuery"):
+        # Grafana ignores filterByTraceID with a custom query: the query filters itself.
         query = _unescape(logs["query"])
         assert "${__trace.traceId}" in query and "trace_id" in query, query
+    else:
+        assert logs.get("filterByTraceID") is True
     metrics = jaeger["tracesToMetrics"]
     assert metrics["datasourceUid"] == "prometheus"
     assert metrics.get("queries"), "tracesToMetrics needs queries"
     for q in metrics["queries"]:
         assert "$__tags" in _unescape(q["query"]), q
+    # Jaeger's /api/traces (what Grafana reads) carries service.name as the process'
+    # serviceName, never as a tag: a mapping for it matches nothing
+    # (tests/e2e/test_grafana_links.py checks the links against a real trace).
+    for link in (logs, metrics):
+        keys = [tag["key"] for tag in link["tags"]]
+        assert keys and "service.name" not in keys, keys
     assert jaeger["nodeGraph"]["enabled"] is True
 
     fields = ds["loki"]["jsonData"]["derivedFields"]
@@ -253,6 +253,29 @@ def test_promql_parses(tmp_path):
         for m in re.finditer(r"dashboard_query_(\d+)", res.stdout + res.stderr):
             lines.append(queries[int(m.group(1))].where)
         pytest.fail(f"invalid PromQL:\n{res.stdout}\n{res.stderr}\n" + "\n".join(lines))
+
+
+def test_trace_to_metrics_queries_parse(tmp_path):
+    """The tracesToMetrics queries, with $__tags as Grafana fills it (two labels, or none
+    when a span lacks both tags), are valid PromQL and read known metrics."""
+    promtool = require_binary("PROMTOOL_BIN", "promtool")
+    metrics = _provisioned()["jaeger"]["jsonData"]["tracesToMetrics"]
+    exact, prefixes = _known_metric_names()
+    rules = []
+    for i, q in enumerate(metrics["queries"]):
+        for j, tags in enumerate(('service_namespace="modelobs", service_instance_id="x"', "")):
+            expr = _unescape(q["query"]).replace("$__tags", tags)
+            rules.append({"record": f"trace_link_{i}_{j}", "expr": expr})
+        unknown = {n for n in _metric_names(rules[-1]["expr"]) if n not in exact}
+        assert not {n for n in unknown if not n.startswith(prefixes)}, (q["name"], unknown)
+    rule_file = tmp_path / "trace_links.yml"
+    rule_file.write_text(
+        yaml.safe_dump({"groups": [{"name": "links", "rules": rules}]}, width=10_000)
+    )
+    res = subprocess.run(
+        [promtool, "check", "rules", str(rule_file)], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, f"invalid trace-to-metrics PromQL:\n{res.stdout}\n{res.stderr}"
 
 
 def _known_metric_names() -> tuple[set[str], tuple[str, ...]]:

@@ -12,7 +12,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from scipy import stats
 
-from modelobs.drift import DriftMonitor, DriftReport, DriftSettings, FeatureSpec
+from modelobs.monitoring.drift import DriftMonitor, DriftReport, DriftSettings, FeatureSpec
 
 CATS = ("a", "b", "c")
 N_NUM = 10

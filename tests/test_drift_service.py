@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from modelobs.apps import gateway, model_service
-from modelobs.load import run_load
-from modelobs.scenarios import BadInputs, GradualDrift, LabelShift, Scenario, SuddenShift
+from modelobs.loadgen.runner import run_load
+from modelobs.loadgen.scenarios import BadInputs, GradualDrift, LabelShift, Scenario, SuddenShift
 
 from .conftest import make_settings
 from .servers import captured, free_port, serve

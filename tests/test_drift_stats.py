@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from modelobs.drift import stats as ds
+from modelobs.monitoring.drift import divergence, ks_pvalue, multiple_testing, numeric
+
+
+def ks_2samp_asymp(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The engine's pieces composed as one ``ks_2samp(x, y, method='asymp')``; ``x`` plays
+    the reference (the monitor composes the same pieces through NumericBatch)."""
+    ref = numeric.prepare_numeric_reference(x, bins=2)
+    d, n2 = numeric.ks_statistic_from_codes(ref, numeric.slot_codes(ref, y))
+    return d, float(ks_pvalue.ks_pvalue_asymp(np.array([d]), ref.n, n2)[0])
 
 
 def _random_case(rng: np.random.Generator, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,20 +45,25 @@ def assert_pvalue_matches(got: float, want: float, d: float, n1: int, n2: int) -
     (closed forms, Pelz-Good, the smirnov ufunc for n <= 140, scipy fallback); within
     ``KS_PVALUE_RTOL`` relative on the Smirnov binomial-sum path (n > 140, p < ~0.03)."""
     en = float(np.round(max(n1, n2) * min(n1, n2) / (n1 + n2)))
-    if ds.kstwo_sf_bit_exact(np.array([d]), en)[0]:
+    if ks_pvalue.kstwo_sf_bit_exact(np.array([d]), en)[0]:
         assert got == want, (d, n1, n2, got, want)
     else:
-        assert abs(got - want) <= ds.KS_PVALUE_RTOL * abs(want), (d, n1, n2, got, want)
+        assert abs(got - want) <= ks_pvalue.KS_PVALUE_RTOL * abs(want), (d, n1, n2, got, want)
+
+
+def assert_ks_matches_scipy(x: np.ndarray, y: np.ndarray) -> float:
+    """Statistic bit for bit, p-value as :func:`assert_pvalue_matches`; returns D."""
+    expected = stats.ks_2samp(x, y, method="asymp")
+    d, p = ks_2samp_asymp(x, y)
+    assert d == expected.statistic, (x.size, y.size)
+    assert_pvalue_matches(p, expected.pvalue, d, x.size, y.size)
+    return d
 
 
 def test_ks_equals_scipy_asymp_on_randomised_cases() -> None:
     rng = np.random.default_rng(7)
     for i in range(300):
-        x, y = _random_case(rng, i)
-        expected = stats.ks_2samp(x, y, method="asymp")
-        d, p = ds.ks_2samp_asymp(x, y)
-        assert d == expected.statistic, (i, x.size, y.size)
-        assert_pvalue_matches(p, expected.pvalue, d, x.size, y.size)
+        assert_ks_matches_scipy(*_random_case(rng, i))
 
 
 def _service_sized_case(rng: np.random.Generator, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,12 +82,11 @@ def test_ks_pvalues_match_scipy_at_service_sizes() -> None:
     seen: set[str] = set()
     for i in range(120):
         x, y = _service_sized_case(rng, i)
-        expected = stats.ks_2samp(x, y, method="asymp")
-        d, p = ds.ks_2samp_asymp(x, y)
-        assert d == expected.statistic, (i, x.size, y.size)
-        assert_pvalue_matches(p, expected.pvalue, d, x.size, y.size)
+        d = assert_ks_matches_scipy(x, y)
         en = np.round(max(x.size, y.size) * min(x.size, y.size) / (x.size + y.size))
-        seen |= {k for k, v in ds._kstwo_branches(np.array([d]), np.array([en])).items() if v[0]}
+        seen |= {
+            k for k, v in ks_pvalue._kstwo_branches(np.array([d]), np.array([en])).items() if v[0]
+        }
     assert {"pelz_good", "smirnov", "closed"} <= seen
 
 
@@ -96,15 +109,23 @@ def test_kstwo_sf_matches_scipy_in_every_branch() -> None:
         ns.append(float(n))
         xs.append(x)
     x, n = np.array(xs), np.array(ns)
-    got = ds.kstwo_sf(x, n)
+    paths: Counter[str] = Counter()
+    got = ks_pvalue.kstwo_sf(x, n, paths)
     want = np.array([stats.kstwo.sf(a, b) for a, b in zip(x, n, strict=True)])
-    exact = ds.kstwo_sf_bit_exact(x, n)
+    exact = ks_pvalue.kstwo_sf_bit_exact(x, n)
     np.testing.assert_array_equal(got[exact], want[exact])
     err = np.abs(got[~exact] - want[~exact])
-    assert err.size > 50 and np.all(err <= ds.KS_PVALUE_RTOL * want[~exact])
-    branches = ds._kstwo_branches(x, n)
+    assert err.size > 50 and np.all(err <= ks_pvalue.KS_PVALUE_RTOL * want[~exact])
+    branches = ks_pvalue._kstwo_branches(x, n)
     for name in ("closed", "smirnov", "pelz_good", "fallback"):
         assert branches[name].sum() >= 20, name
+    # the optional counter sees every element once, on the path its branch mask names
+    assert set(paths) <= set(ks_pvalue.PATHS) and paths.total() == x.size
+    assert paths["pelz_good"] == branches["pelz_good"].sum()
+    assert paths["scipy_fallback"] == branches["fallback"].sum()
+    assert paths["smirnov_binom_sum"] + paths["smirnov_ufunc"] == branches["smirnov"].sum()
+    assert paths["smirnov_binom_sum"] > 0 and paths["smirnov_ufunc"] > 0
+    np.testing.assert_array_equal(ks_pvalue.kstwo_sf(x, n), got)  # results never depend on it
 
 
 @pytest.mark.parametrize("n2", [5, 6, 7, 11, 13, 20])
@@ -114,27 +135,27 @@ def test_ks_tiny_windows_equal_scipy(n2: int) -> None:
         x = rng.integers(0, 4, 40).astype(float)
         y = rng.integers(0, 4, n2).astype(float)
         r = stats.ks_2samp(x, y, method="asymp")
-        assert ds.ks_2samp_asymp(x, y) == (r.statistic, r.pvalue)
+        assert ks_2samp_asymp(x, y) == (r.statistic, r.pvalue)
 
 
 def test_ks_identical_samples_and_single_values() -> None:
     x = np.array([1.0, 1.0, 2.0, 3.0])
-    assert ds.ks_2samp_asymp(x, x) == (0.0, 1.0)
+    assert ks_2samp_asymp(x, x) == (0.0, 1.0)
     r = stats.ks_2samp([5.0], [1.0, 2.0], method="asymp")
-    assert ds.ks_2samp_asymp(np.array([5.0]), np.array([1.0, 2.0])) == (r.statistic, r.pvalue)
+    assert ks_2samp_asymp(np.array([5.0]), np.array([1.0, 2.0])) == (r.statistic, r.pvalue)
 
 
 def test_nan_window_values_are_excluded() -> None:
-    ref = ds.prepare_numeric_reference(np.arange(100.0), bins=4)
+    ref = numeric.prepare_numeric_reference(np.arange(100.0), bins=4)
     y = np.array([1.5, np.nan, 50.0, np.inf, 99.0])
-    d, n2 = ds.ks_statistic_from_codes(ref, ds.slot_codes(ref, y))
+    d, n2 = numeric.ks_statistic_from_codes(ref, numeric.slot_codes(ref, y))
     assert n2 == 3
     assert d == stats.ks_2samp(np.arange(100.0), [1.5, 50.0, 99.0], method="asymp").statistic
 
 
 def test_vectorised_pvalues_equal_scalar_scipy() -> None:
     d = np.array([0.0, 0.003, 0.01, 0.02, 0.05, 0.2, 0.9, 1.0])
-    got = ds.ks_pvalue_asymp(d, 10_000, 5000)
+    got = ks_pvalue.ks_pvalue_asymp(d, 10_000, 5000)
     en = np.round(10_000 * 5000 / 15_000)
     want = [np.clip(stats.kstwo.sf(v, en), 0, 1) for v in d]
     for g, w, v in zip(got.tolist(), want, d, strict=True):
@@ -145,36 +166,38 @@ def test_psi_hand_computed() -> None:
     # reference proportions 0.5/0.3/0.2, window 0.4/0.4/0.2:
     # (0.4-0.5)ln(0.4/0.5) + (0.4-0.3)ln(0.4/0.3) + 0 = 0.0223144 + 0.0287682 = 0.0510826
     expected = (-0.1) * math.log(0.8) + 0.1 * math.log(4 / 3)
-    assert ds.psi(np.array([0.5, 0.3, 0.2]), np.array([0.4, 0.4, 0.2])) == pytest.approx(
+    assert divergence.psi(np.array([0.5, 0.3, 0.2]), np.array([0.4, 0.4, 0.2])) == pytest.approx(
         0.0510826, abs=1e-7
     )
-    assert ds.psi(np.array([0.5, 0.3, 0.2]), np.array([0.4, 0.4, 0.2])) == pytest.approx(expected)
+    assert divergence.psi(np.array([0.5, 0.3, 0.2]), np.array([0.4, 0.4, 0.2])) == pytest.approx(
+        expected
+    )
     # empty window bin: floored at epsilon 1e-4 -> (1e-4 - 0.5) ln(1e-4 / 0.5) + ...
-    got = ds.psi(np.array([0.5, 0.5]), np.array([0.0, 1.0]))
+    got = divergence.psi(np.array([0.5, 0.5]), np.array([0.0, 1.0]))
     want = (1e-4 - 0.5) * math.log(1e-4 / 0.5) + 0.5 * math.log(2.0)
     assert got == pytest.approx(want)
-    assert ds.psi(np.array([0.0, 1.0]), np.array([0.0, 1.0])) == 0.0
+    assert divergence.psi(np.array([0.0, 1.0]), np.array([0.0, 1.0])) == 0.0
 
 
 def test_numeric_psi_bins_from_reference_quantiles() -> None:
-    ref = ds.prepare_numeric_reference(np.arange(1.0, 101.0), bins=4)
+    ref = numeric.prepare_numeric_reference(np.arange(1.0, 101.0), bins=4)
     # inverted-cdf quartiles of 1..100 are 25, 50, 75 (actual reference values)
     assert ref.edges.tolist() == [25.0, 50.0, 75.0]
     assert ref.bin_props.tolist() == [0.24, 0.25, 0.25, 0.26]  # [..25) [25,50) [50,75) [75..
     y = np.array([-5.0, 24.9, 25.0, 49.0, 60.0, 75.0, 1000.0, 80.0])
-    counts = ds.numeric_bin_counts(ref, np.sort(ds.slot_codes(ref, y)))
+    counts = numeric.numeric_bin_counts(ref, np.sort(numeric.slot_codes(ref, y)))
     assert counts.tolist() == [2, 2, 1, 3]
     assert counts.tolist() == np.bincount(np.searchsorted(ref.edges, y, "right")).tolist()
 
 
 def test_psi_duplicate_edges_are_merged() -> None:
     x = np.array([0.0] * 80 + list(range(1, 21)), dtype=float)  # 80% zeros
-    ref = ds.prepare_numeric_reference(x, bins=10)
+    ref = numeric.prepare_numeric_reference(x, bins=10)
     assert np.all(np.diff(ref.edges) > 0)
     assert ref.bin_props.sum() == pytest.approx(1.0)
     # window identical to the reference -> PSI exactly 0
-    counts = ds.numeric_bin_counts(ref, np.sort(ds.slot_codes(ref, x)))
-    assert ds.psi(ref.bin_props, counts / x.size) == 0.0
+    counts = numeric.numeric_bin_counts(ref, np.sort(numeric.slot_codes(ref, x)))
+    assert divergence.psi(ref.bin_props, counts / x.size) == 0.0
 
 
 def test_chi2_equals_scipy_contingency() -> None:
@@ -185,7 +208,7 @@ def test_chi2_equals_scipy_contingency() -> None:
         win = rng.integers(0, 60, k)
         ref[0] += 1  # keep at least one category non-empty
         win[0] += 1
-        stat, p, dof = ds.chi2_two_sample(ref, win)
+        stat, p, dof = divergence.chi2_two_sample(ref, win)
         r = stats.chi2_contingency(np.vstack([ref, win]), correction=False)
         assert stat == r.statistic
         assert p == r.pvalue
@@ -195,10 +218,10 @@ def test_chi2_equals_scipy_contingency() -> None:
 def test_chi2_drops_categories_empty_on_both_sides() -> None:
     ref = np.array([100, 50, 0, 0])  # last column = unseen bucket, empty in the reference
     win = np.array([10, 10, 0, 5])
-    stat, p, dof = ds.chi2_two_sample(ref, win)
+    stat, p, dof = divergence.chi2_two_sample(ref, win)
     r = stats.chi2_contingency(np.array([[100, 50, 0], [10, 10, 5]]), correction=False)
     assert (stat, p, dof) == (r.statistic, r.pvalue, r.dof)
-    assert ds.chi2_two_sample(np.array([5, 0]), np.array([7, 0])) == (0.0, 1.0, 0)
+    assert divergence.chi2_two_sample(np.array([5, 0]), np.array([7, 0])) == (0.0, 1.0, 0)
 
 
 def test_benjamini_hochberg_equals_scipy() -> None:
@@ -206,15 +229,17 @@ def test_benjamini_hochberg_equals_scipy() -> None:
     for _ in range(20):
         p = rng.random(30) ** 3
         np.testing.assert_allclose(
-            ds.benjamini_hochberg(p), stats.false_discovery_control(p, method="bh"), rtol=1e-15
+            multiple_testing.benjamini_hochberg(p),
+            stats.false_discovery_control(p, method="bh"),
+            rtol=1e-15,
         )
-    out = ds.benjamini_hochberg(np.array([0.01, np.nan, 0.04]))
+    out = multiple_testing.benjamini_hochberg(np.array([0.01, np.nan, 0.04]))
     assert math.isnan(out[1])
     np.testing.assert_allclose(out[[0, 2]], stats.false_discovery_control([0.01, 0.04]))
 
 
 def test_pvalue_cache_returns_identical_values_and_is_bounded() -> None:
-    cache = ds.KsPValueCache(max_entries=8)
+    cache = ks_pvalue.KsPValueCache(max_entries=8)
     rng = np.random.default_rng(4)
     for _ in range(5):
         d = np.round(rng.uniform(0, 0.05, 6), 3)
@@ -222,7 +247,7 @@ def test_pvalue_cache_returns_identical_values_and_is_bounded() -> None:
         n1 = np.full(6, 10_000.0)
         n2 = rng.choice([500.0, 1000.0], 6)
         got = cache(d, n1, n2)
-        want = ds.ks_pvalue_asymp(d, n1, n2)
+        want = ks_pvalue.ks_pvalue_asymp(d, n1, n2)
         np.testing.assert_array_equal(got, want)
         assert len(cache._memo) <= 8
     again = cache(d, n1, n2)
@@ -248,15 +273,15 @@ def test_numeric_batch_equals_per_feature_and_scipy(seed: int) -> None:
             y[:] = np.nan
         refs_x.append(x)
         wins.append(y)
-    refs = [ds.prepare_numeric_reference(x, bins=int(rng.integers(2, 12))) for x in refs_x]
-    batch = ds.NumericBatch(refs)
+    refs = [numeric.prepare_numeric_reference(x, bins=int(rng.integers(2, 12))) for x in refs_x]
+    batch = numeric.NumericBatch(refs)
     codes = batch.slot_codes(np.stack(wins))
     for _ in range(2):  # second call reuses the scratch buffers
         d, n2, psi = batch.evaluate(codes)
     for j, (ref, x, y) in enumerate(zip(refs, refs_x, wins, strict=True)):
-        c1 = ds.slot_codes(ref, y)
+        c1 = numeric.slot_codes(ref, y)
         assert np.array_equal(codes[j], c1)
-        want_d, want_n = ds.ks_statistic_from_codes(ref, c1)
+        want_d, want_n = numeric.ks_statistic_from_codes(ref, c1)
         assert n2[j] == want_n
         if want_n == 0:
             assert math.isnan(d[j]) and math.isnan(psi[j])
@@ -265,4 +290,4 @@ def test_numeric_batch_equals_per_feature_and_scipy(seed: int) -> None:
         yy = y[np.isfinite(y)]
         assert d[j] == stats.ks_2samp(x, yy, method="asymp").statistic
         sc = np.sort(c1)[:want_n]
-        assert psi[j] == ds.psi(ref.bin_props, ds.numeric_bin_counts(ref, sc) / want_n)
+        assert psi[j] == divergence.psi(ref.bin_props, numeric.numeric_bin_counts(ref, sc) / want_n)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from modelobs.rejections import Reason
+from modelobs.apps.errors import Reason
 
 from .conftest import VALID_RECORD, Stack
 

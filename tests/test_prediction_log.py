@@ -14,7 +14,7 @@ import httpx
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from modelobs.prediction_log import PredictionLog, PredictionRow
+from modelobs.monitoring.prediction_log import PredictionLog, PredictionRow
 
 from .conftest import VALID_RECORD, Stack
 from .processes import MODELOBS, wait_ready

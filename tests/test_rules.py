@@ -7,6 +7,9 @@
   ``runbook_url`` annotations, and the runbook file the URL points at exists in the repo
 * every alert has promtool cases that fire it and cases that expect it quiet
 * tests/rule_tuning.py renders a valid rule file in which the tuned alert really fires sooner
+* rules with windows of 30m or more are evaluated at most once a minute
+* Prometheus keeps data at least as long as the longest window a rule reads, in every
+  deployment (docker-compose and the native stack)
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ RUNBOOK_URL = re.compile(
 )
 SEVERITIES = {"critical", "warning", "info"}
 
+COMPOSE_FILE = REPO / "docker-compose.yml"
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
+RETENTION_FLAG = "--storage.tsdb.retention.time"
+# Prometheus' default when neither the config file nor the flag sets a retention.
+DEFAULT_RETENTION = "15d"
+LONG_WINDOW_S = 30 * 60
+LONG_WINDOW_MIN_INTERVAL_S = 60
 TEST_FILES = sorted(TESTS_DIR.glob("*.yml"))
 
 
@@ -191,6 +200,22 @@ def test_rule_tuning_rejects_unknown_names():
         tune_rules(thresholds={"no_such_threshold": 1.0})
     with pytest.raises(ValueError):
         tune_rules(for_all="ten seconds")
+    with pytest.raises(ValueError):
+        tune_rules(interval="a minute")
+
+
+def test_rule_tuning_keeps_or_sets_group_intervals():
+    source = {
+        g["name"]: g.get("interval")
+        for p in RULE_FILES
+        for g in yaml.safe_load(p.read_text())["groups"]
+    }
+    assert {"1m"} <= set(source.values()), "expected groups with their own interval"
+    kept = {g["name"]: g.get("interval") for g in yaml.safe_load(tune_rules())["groups"]}
+    assert kept == source
+    fast = yaml.safe_load(tune_rules(interval="5s"))["groups"]
+    assert [g["name"] for g in fast] == list(source)
+    assert all(g["interval"] == "5s" for g in fast)
 
 
 def test_rule_metric_names_are_in_the_contract():
@@ -206,3 +231,128 @@ def test_rule_metric_names_are_in_the_contract():
                     if name not in exact and not name.startswith(prefixes):
                         unknown.add((name, rule.get("alert") or rule.get("record")))
     assert not unknown, f"metric names not in docs/contract.md: {sorted(unknown)}"
+
+
+# --------------------------------------------------------------------------- windows
+
+
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+# a range selector or subquery: [5m], [1h30m], [1d:5m]
+_RANGE = re.compile(r"\[\s*((?:\d+(?:ms|[smhdwy]))+)\s*(?::[^\]]*)?\]")
+_OFFSET = re.compile(r"\boffset\s+((?:\d+(?:ms|[smhdwy]))+)")
+
+
+def _seconds(duration: str) -> float:
+    """A Prometheus duration (``1h30m``, ``3d``) in seconds."""
+    parts = _DURATION_PART.findall(duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"not a duration: {duration}"
+    return sum(int(n) * _UNIT_S[u] for n, u in parts)
+
+
+def _lookback_s(expr: str) -> float:
+    """How far back an expression reads: its longest range plus its longest offset."""
+    ranges = [_seconds(m) for m in _RANGE.findall(expr)]
+    offsets = [_seconds(m) for m in _OFFSET.findall(expr)]
+    return max(ranges, default=0) + max(offsets, default=0)
+
+
+def _rules_with_groups() -> list[tuple[dict, dict]]:
+    return [
+        (group, rule)
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+    ]
+
+
+def _longest_rule_window() -> tuple[float, str]:
+    """(seconds, rule name) of the rule that reads furthest back."""
+    return max(
+        (_lookback_s(rule["expr"]), rule.get("alert") or rule["record"])
+        for _, rule in _rules_with_groups()
+    )
+
+
+def test_long_window_rules_are_evaluated_at_most_once_a_minute():
+    global_interval = yaml.safe_load(PROM_CONFIG.read_text())["global"]["evaluation_interval"]
+    too_often = sorted(
+        (rule.get("alert") or rule["record"], group["name"], group.get("interval", global_interval))
+        for group, rule in _rules_with_groups()
+        if _lookback_s(rule["expr"]) >= LONG_WINDOW_S
+        and _seconds(group.get("interval", global_interval)) < LONG_WINDOW_MIN_INTERVAL_S
+    )
+    assert not too_often, (
+        "rules reading 30m or more should sit in a group with `interval: 1m` or longer "
+        f"(rule, group, interval): {too_often}"
+    )
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    """The value of ``--name=value`` or ``--name value`` in an argument list."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"{name}="):
+            return arg.partition("=")[2]
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _compose_prometheus_argv() -> list[str]:
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    return [str(a) for a in compose["services"]["prometheus"]["command"]]
+
+
+def _native_prometheus_argv(run_dir: Path) -> list[str]:
+    """The argv the native stack starts Prometheus with (its spec in deploy/native/stack.toml)."""
+    from deploy.native import components
+
+    process = components.resolve(
+        components.SPECS["prometheus"],
+        components.StackConfig(run_dir=run_dir),
+        {"PROMETHEUS_BIN": "prometheus"},
+    )
+    argv = [str(a) for a in process.argv]
+    assert Path(argv[0]).name == "prometheus", f"not a Prometheus argv: {argv}"
+    return argv
+
+
+def _config_retention(argv: list[str]) -> str | None:
+    """Retention set in the config file this argv starts Prometheus with (the native stack
+    renders its own copy of deploy/prometheus/prometheus.yml; compose mounts the file)."""
+    rendered = _flag(argv, "--config.file")
+    config = Path(rendered) if rendered and Path(rendered).is_file() else PROM_CONFIG
+    storage = yaml.safe_load(config.read_text()).get("storage") or {}
+    return ((storage.get("tsdb") or {}).get("retention") or {}).get("time")
+
+
+@pytest.mark.parametrize(
+    "deployment", ["docker-compose", "native"], ids=["docker-compose", "native"]
+)
+def test_retention_covers_the_longest_rule_window(deployment, tmp_path):
+    """Prometheus 3.16 takes `storage.tsdb.retention.time` from the config file over the
+    (deprecated) flag; either way the data a rule reads must still be there: a [3d] rate with
+    2d retention silently becomes a 2d rate."""
+    argv = (
+        _compose_prometheus_argv()
+        if deployment == "docker-compose"
+        else _native_prometheus_argv(tmp_path)
+    )
+    flag = _flag(argv, RETENTION_FLAG)
+    effective = _config_retention(argv) or flag or DEFAULT_RETENTION
+    longest_s, rule = _longest_rule_window()
+    assert longest_s >= 3 * 86400, f"expected the [3d] SLO windows, longest is {rule}"
+    assert _seconds(effective) >= longest_s, (
+        f"{deployment}: retention {effective} is shorter than the {longest_s / 86400:g}d "
+        f"window of {rule}"
+    )
+    # A flag the config file overrides must not tell a different, too short story either.
+    if flag is not None:
+        assert _seconds(flag) >= longest_s, f"{deployment}: {RETENTION_FLAG}={flag} < window"
+
+
+def test_retention_is_in_the_shared_config_file():
+    """One place for both deployments: prometheus.yml (mounted by compose, read natively)."""
+    retention = _config_retention([])
+    assert retention, f"{PROM_CONFIG.relative_to(REPO)} sets no storage.tsdb.retention.time"
+    assert _seconds(retention) >= _longest_rule_window()[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -47,41 +46,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from .load import print_summary, run_load
-    from .scenarios import SCENARIOS
-
-    options: dict[str, object] = {"path": args.path}
-    if args.scenario in ("gradual-drift", "sudden-shift"):
-        options["features"] = tuple(f.strip() for f in args.features.split(",") if f.strip())
-        options["shift_sd"] = args.shift_sd
-    if args.scenario == "gradual-drift":
-        options["ramp_s"] = args.ramp
-    if args.scenario in ("sudden-shift", "label-shift", "bad-inputs"):
-        options["at_s"] = args.at
-    if args.scenario == "label-shift":
-        options["feedback_path"] = args.path.replace("predict", "feedback")
+    # Imported here, not at the top: the server runs without the load generator.
     try:
-        scenario = SCENARIOS[args.scenario](**options)
-    except ValueError as exc:
-        print(f"modelobs load: {exc}", file=sys.stderr)
-        return 2
-    try:
-        result = asyncio.run(
-            run_load(
-                args.url,
-                scenario,
-                rps=args.rps,
-                duration_s=args.duration,
-                total=args.requests,
-                concurrency=args.concurrency,
-                api_key=os.environ.get("MODELOBS_API_KEY"),
-                show_progress=not args.quiet,
-            )
+        from .loadgen.command import run_command
+    except ModuleNotFoundError as missing:
+        if not (missing.name or "").startswith(f"{__package__}.loadgen"):
+            raise
+        print(
+            "modelobs load: the load generator is not installed here "
+            "(the service image leaves it out; use the loadgen image)",
+            file=sys.stderr,
         )
-    except KeyboardInterrupt:
-        return 130
-    print_summary(result)
-    return 0
+        return 2
+    return run_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,15 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve" and args.port is None:
         args.port = 8000 if args.app == "model" else 8080
-    if args.command == "load":
-        from .scenarios import SCENARIOS
-
-        if args.scenario not in SCENARIOS:
-            print(
-                f"unknown scenario {args.scenario!r}; choose from {', '.join(SCENARIOS)}",
-                file=sys.stderr,
-            )
-            return 2
     return int(args.run(args))
 
 

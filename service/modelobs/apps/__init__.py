@@ -1,1 +1,2 @@
-"""The two FastAPI apps: the model service and the gateway in front of it."""
+"""Everything HTTP: the model service and the gateway, their request bodies, validation and
+error answers."""

@@ -19,11 +19,11 @@ from loguru import logger
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
-from ..rejections import Reason, Rejection, error_body
-from ..request_body import read_limited
 from ..settings import Settings, get_settings
-from ..telemetry import Telemetry, current_telemetry
-from .common import create_service_app, guarded, settle_heap, start_telemetry
+from ..telemetry import Telemetry
+from .errors import Reason, Rejection, error_body, guarded
+from .request_body import read_limited
+from .service_app import create_service_app, start_telemetry
 
 SERVICE_NAME = "gateway"
 RETRY_BACKOFF_S = 0.05
@@ -119,10 +119,8 @@ def create_app(
     state: dict[str, Upstream] = {}
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        current_telemetry.set(telemetry)  # start-up logs belong to the gateway
+    async def upstream() -> AsyncIterator[None]:
         state["upstream"] = Upstream(settings, telemetry, transport)
-        settle_heap()
         logger.bind(event="gateway_started", model_url=settings.model_url).info(
             "forwarding to {}", settings.model_url
         )
@@ -130,10 +128,8 @@ def create_app(
             yield
         finally:
             await state.pop("upstream").client.aclose()
-            if owns_telemetry:
-                telemetry.shutdown()
 
-    app = create_service_app("modelobs gateway", telemetry, lifespan)
+    app = create_service_app("modelobs gateway", telemetry, owns_telemetry, upstream)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:

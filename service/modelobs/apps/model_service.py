@@ -17,19 +17,20 @@ from loguru import logger
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from ..drift import DriftMonitor, DriftReport, DriftSettings, FeatureSpec
 from ..model import store
 from ..model.store import ModelBundle
 from ..model.train import train_and_save
-from ..model_metrics import ModelMetrics
-from ..prediction_log import FeedbackOutcome, PredictionLog, PredictionRow
-from ..quality import QualityTracker
-from ..rejections import Rejection, error_body
-from ..request_body import read_json
+from ..monitoring.drift import DriftMonitor, DriftSettings, FeatureSpec
+from ..monitoring.drift.events import log_drift_change
+from ..monitoring.model_metrics import ModelMetrics
+from ..monitoring.prediction_log import FeedbackOutcome, PredictionLog, PredictionRow
+from ..monitoring.quality import QualityTracker
 from ..settings import Settings, get_settings
-from ..telemetry import Telemetry, current_telemetry, run_as
-from ..validation import RequestValidator, parse_feedback
-from .common import create_service_app, guarded, settle_heap, start_telemetry
+from ..telemetry import Telemetry, run_as
+from .errors import Rejection, error_body, guarded
+from .request_body import read_json
+from .service_app import create_service_app, start_telemetry
+from .validation import RequestValidator, parse_feedback
 
 SERVICE_NAME = "model-service"
 
@@ -52,30 +53,6 @@ class Prediction:
             "score": self.score,
             "probabilities": self.probabilities,
         }
-
-
-def log_drift_change(report: DriftReport, changed: list[str]) -> None:
-    """A structured event whenever a feature's drift verdict flips (from the drift thread)."""
-    by_name = {f.name: f for f in report.features}
-    most_shifted = sorted(
-        (f for f in report.features if f.psi is not None), key=lambda f: f.psi or 0, reverse=True
-    )[:3]
-    logger.bind(
-        event="drift_changed",
-        changed=[{"feature": n, "drifted": by_name[n].drifted} for n in changed],
-        drifted_features=report.drifted_features,
-        drift_share=report.drift_share,
-        most_shifted=[
-            {"feature": f.name, "psi": f.psi, "statistic": f.statistic} for f in most_shifted
-        ],
-        window_size=report.window.size,
-        window_start=report.window.start_time,
-        window_end=report.window.end_time,
-    ).warning(
-        "drift verdict changed for {}; drifted now: {}",
-        ", ".join(changed),
-        ", ".join(report.drifted_features) or "none",
-    )
 
 
 def load_or_train(settings: Settings) -> ModelBundle:
@@ -111,11 +88,6 @@ class ModelService:
         self.quality = QualityTracker(
             schema.classes, settings.quality_window, meter, self.model_attributes
         )
-        self.feedback_outcomes = meter.create_counter(
-            "modelobs.feedback", unit="{label}", description="Feedback received, by outcome"
-        )
-        for outcome in FeedbackOutcome:
-            self.feedback_outcomes.add(0, {"feedback.outcome": outcome.value})
         self.drift = DriftMonitor(
             [FeatureSpec(f.name, f.kind, f.categories) for f in schema.features],
             bundle.reference,
@@ -144,7 +116,7 @@ class ModelService:
     def feedback(self, payload: Any) -> tuple[int, dict[str, Any]]:
         prediction_id, label = parse_feedback(payload, self.bundle.schema.classes)
         outcome, row = self.prediction_log.label(prediction_id, label)
-        self.feedback_outcomes.add(1, {"feedback.outcome": outcome.value})
+        self.metrics.feedback.add(1, {"feedback.outcome": outcome.value})
         log = logger.bind(
             event="feedback", outcome=outcome.value, **{"prediction.id": prediction_id}
         )
@@ -262,12 +234,10 @@ def create_app(
     state: dict[str, ModelService] = {}
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        current_telemetry.set(telemetry)  # start-up logs, and threads started here
+    async def model_service() -> AsyncIterator[None]:
         service = ModelService(bundle or load_or_train(settings), settings, telemetry)
         service.start()
         state["service"] = service
-        settle_heap()
         schema = service.bundle.schema
         logger.bind(event="model_loaded", **{"model.version": schema.version}).info(
             "serving {} {}", schema.name, schema.version
@@ -277,10 +247,8 @@ def create_app(
         finally:
             state.clear()
             service.stop()
-            if owns_telemetry:
-                telemetry.shutdown()
 
-    app = create_service_app("modelobs model service", telemetry, lifespan)
+    app = create_service_app("modelobs model service", telemetry, owns_telemetry, model_service)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:

@@ -150,7 +150,7 @@ class ServerTelemetryMiddleware:
                 span.set_attribute("http.route", route)
                 span.update_name(f"{method} {route}")
             if code >= 500:
-                # A handler may have named the exception already (rejections.internal_error).
+                # A handler may have named the exception already (apps.errors.internal_error).
                 recorded = getattr(span, "attributes", None) or {}
                 error_type = error_type or recorded.get("error.type") or str(code)
                 span.set_status(Status(StatusCode.ERROR, error_type))

@@ -105,16 +105,14 @@ def _log_exporter() -> LogRecordExporter:
 class _DropCountingMixin:
     """Counts what a full queue throws away: the SDK only logs it."""
 
-    _signal: str
-    _dropped: metrics.Counter
+    _signal: str  # the `signal` attribute of the drop counter
 
-    _queue: Any = None
-
-    def _watch_queue(self) -> None:
-        """The SDK's bounded deque (private, so looked up once and checked for)."""
+    def __init__(self, exporter: Any, dropped: metrics.Counter) -> None:
+        super().__init__(exporter)  # type: ignore[call-arg]  # the SDK's batch processor
+        self._dropped = dropped
+        # The SDK's bounded deque (private, so looked up once and checked for).
         queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
-        if queue is not None and queue.maxlen is not None:
-            self._queue = queue
+        self._queue = queue if queue is not None and queue.maxlen is not None else None
 
     def _count_if_full(self) -> None:
         queue = self._queue
@@ -123,10 +121,7 @@ class _DropCountingMixin:
 
 
 class DropCountingSpanProcessor(_DropCountingMixin, BatchSpanProcessor):
-    def __init__(self, exporter: SpanExporter, dropped: metrics.Counter) -> None:
-        super().__init__(exporter)
-        self._signal, self._dropped = "spans", dropped
-        self._watch_queue()
+    _signal = "spans"
 
     def on_end(self, span: Any) -> None:
         self._count_if_full()
@@ -134,10 +129,7 @@ class DropCountingSpanProcessor(_DropCountingMixin, BatchSpanProcessor):
 
 
 class DropCountingLogProcessor(_DropCountingMixin, BatchLogRecordProcessor):
-    def __init__(self, exporter: LogRecordExporter, dropped: metrics.Counter) -> None:
-        super().__init__(exporter)
-        self._signal, self._dropped = "logs", dropped
-        self._watch_queue()
+    _signal = "logs"
 
     def on_emit(self, log_record: Any) -> None:
         self._count_if_full()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .model.schema import Feature, ModelSchema
-from .rejections import Reason, Rejection
+from ..model.schema import Feature, ModelSchema
+from .errors import Reason, Rejection
 
 _SHOWN = 40
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from opentelemetry import metrics
 
+from .prediction_log import FeedbackOutcome
+
 # A linear model answers in well under a millisecond; a slow host or a fault drill in
 # hundreds of milliseconds: buckets cover both ends.
 INFERENCE_BUCKETS = (
@@ -25,7 +27,8 @@ SCORE_BUCKETS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.
 
 
 class ModelMetrics:
-    """Counts predictions, times inference, and tracks how confident the model is."""
+    """Counts predictions and feedback, times inference, and tracks how confident the model
+    is."""
 
     def __init__(self, meter: metrics.Meter) -> None:
         self.predictions = meter.create_counter(
@@ -45,3 +48,8 @@ class ModelMetrics:
             description="Probability of the predicted class",
             explicit_bucket_boundaries_advisory=list(SCORE_BUCKETS),
         )
+        self.feedback = meter.create_counter(
+            "modelobs.feedback", unit="{label}", description="Feedback received, by outcome"
+        )
+        for outcome in FeedbackOutcome:  # a series at 0 for every outcome from the start
+            self.feedback.add(0, {"feedback.outcome": outcome.value})

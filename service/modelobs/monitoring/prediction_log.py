@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -61,17 +61,8 @@ class PredictionRow:
     labelled_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "prediction_id": self.prediction_id,
-            "created_at": self.created_at,
-            "model_version": self.model_version,
-            "features": self.features,
-            "prediction": self.prediction,
-            "score": self.score,
-            "trace_id": self.trace_id,
-            "true_label": self.true_label,
-            "labelled_at": self.labelled_at,
-        }
+        """Every field, by its name (what GET /predictions answers)."""
+        return asdict(self)
 
 
 class FeedbackOutcome(StrEnum):

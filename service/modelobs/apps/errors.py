@@ -1,13 +1,15 @@
-"""Client errors: one exception, one JSON shape, one counter, one log line.
+"""Error answers of both apps: one exception, one JSON shape, one counter, one log line.
 
 Every rejection names the field and the problem, carries a reason from a closed set (safe
-as a metric label), and is answered with a 4xx, never a 500.
+as a metric label), and is answered with a 4xx, never a 500; a failure of ours is a logged
+500 in the same shape.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,7 +18,9 @@ from loguru import logger
 from opentelemetry import metrics, trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .telemetry.providers import Telemetry
+from ..telemetry import Telemetry
+
+T = TypeVar("T")
 
 
 class Reason(StrEnum):
@@ -83,6 +87,16 @@ def internal_error(exc: BaseException, what: str) -> JSONResponse:
     return JSONResponse(
         error_body("internal_error", f"{what}; see the service logs"), status_code=500
     )
+
+
+async def guarded(work: Callable[[], Awaitable[T]], what: str) -> T | JSONResponse:
+    """Rejections go to their handler; anything else is a logged 500 on the current span."""
+    try:
+        return await work()
+    except Rejection:
+        raise
+    except Exception as exc:
+        return internal_error(exc, what)
 
 
 def install_error_handlers(app: FastAPI, telemetry: Telemetry) -> None:

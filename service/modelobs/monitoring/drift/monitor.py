@@ -23,7 +23,10 @@ from typing import Any, Literal
 import numpy as np
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from modelobs.drift import stats
+from . import divergence
+from .ks_pvalue import KsPValueCache
+from .multiple_testing import benjamini_hochberg
+from .numeric import NumericBatch, prepare_numeric_reference
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,8 @@ class DriftMonitor:
     array of category strings for categorical). ``on_change(report, changed_names)`` is
     called by whichever thread ran :meth:`compute` -- the background thread once
     :meth:`start` is used -- whenever a feature's ``drifted`` flag flips; exceptions from
-    it are logged, never propagated.
+    it are logged, never propagated. ``ks_pvalues`` replaces the p-value memo (benchmarks
+    pass one that counts how p-values were computed).
     """
 
     def __init__(
@@ -137,6 +141,7 @@ class DriftMonitor:
         settings: DriftSettings,
         *,
         on_change: Callable[[DriftReport, list[str]], None] | None = None,
+        ks_pvalues: KsPValueCache | None = None,
     ) -> None:
         names = [f.name for f in features]
         if len(set(names)) != len(names):
@@ -156,9 +161,9 @@ class DriftMonitor:
 
         # --- reference preparation (once) -------------------------------------------------
         self._num_ref = [
-            stats.prepare_numeric_reference(reference[f.name], settings.psi_bins) for f in self._num
+            prepare_numeric_reference(reference[f.name], settings.psi_bins) for f in self._num
         ]
-        self._num_batch = stats.NumericBatch(self._num_ref)
+        self._num_batch = NumericBatch(self._num_ref)
         self._cat_maps: list[dict[str, int]] = []
         self._cat_ref_counts: list[np.ndarray] = []
         for f in self._cat:
@@ -188,7 +193,8 @@ class DriftMonitor:
         self._codes = np.zeros((len(self._num), cap), dtype=self._num_batch.code_dtype)
         self._coded_seq = 0
         self._compute_lock = threading.Lock()
-        self._ks_pvalues = stats.KsPValueCache()  # only used under _compute_lock
+        # only used under _compute_lock
+        self._ks_pvalues = KsPValueCache() if ks_pvalues is None else ks_pvalues
         self._timing: dict[str, float] = {}
         #: phase durations of the last compute() (seconds) -- for benchmarks and debugging
         self.last_compute_seconds: dict[str, float] = {}
@@ -327,9 +333,9 @@ class DriftMonitor:
             for k, ref_counts in enumerate(self._cat_ref_counts):
                 j = n_num + k
                 counts = np.bincount(cat_codes[:, k], minlength=ref_counts.size)
-                stat[j], pval[j], _ = stats.chi2_two_sample(ref_counts, counts)
-                psi[j] = stats.psi(ref_counts / ref_counts.sum(), counts / counts.sum())
-        adjusted = stats.benjamini_hochberg(pval)
+                stat[j], pval[j], _ = divergence.chi2_two_sample(ref_counts, counts)
+                psi[j] = divergence.psi(ref_counts / ref_counts.sum(), counts / counts.sum())
+        adjusted = benjamini_hochberg(pval)
 
         ready = window.size >= s.min_window
         out: list[FeatureDrift] = []

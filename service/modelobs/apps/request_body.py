@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from .rejections import Reason, Rejection
+from .errors import Reason, Rejection
 
 JSON_MEDIA_TYPES = frozenset({"application/json"})
 

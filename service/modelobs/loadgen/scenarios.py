@@ -1,7 +1,8 @@
 """Traffic shapes for the load generator: what each request carries.
 
 Each scenario draws from the same deterministic data the model was trained on, and can
-shift it, so drift detection and alerts have something real to find.
+shift it, so drift detection and alerts have something real to find. Scenarios are
+dataclasses: their fields are the knobs ``modelobs load`` passes by name.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import statistics
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
-from .model import data
+from ..model import data
 
 PREDICT_PATH = "/v1/predict"
 
@@ -34,14 +35,17 @@ def _predict(record: dict[str, Any], path: str = PREDICT_PATH) -> Request:
     return Request("POST", path, json.dumps({"record": record}).encode())
 
 
+@dataclass
 class Scenario:
     """Steady traffic: records drawn from the training distribution."""
 
-    name = "steady"
+    name: ClassVar[str] = "steady"
+    path: str = PREDICT_PATH
+    seed: int = 1001
+    pool: int = 5000
 
-    def __init__(self, path: str = PREDICT_PATH, seed: int = 1001, pool: int = 5000) -> None:
-        self.path = path
-        self._records = data.generate(pool, seed=seed).records()
+    def __post_init__(self) -> None:
+        self._records = data.generate(self.pool, seed=self.seed).records()
 
     def record(self, index: int, elapsed_s: float) -> dict[str, Any]:
         return self._records[index % len(self._records)]
@@ -65,22 +69,15 @@ BAD_BODIES: tuple[tuple[str, bytes, str], ...] = (
 )
 
 
+@dataclass
 class BadInputs(Scenario):
     """A burst of invalid requests: from ``at_s`` for ``burst_s`` seconds, one in ``every``
     requests is bad (each kind of rejection in turn); valid traffic around it."""
 
-    name = "bad-inputs"
-
-    def __init__(
-        self,
-        path: str = PREDICT_PATH,
-        every: int = 3,
-        at_s: float = 0.0,
-        burst_s: float = float("inf"),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(path, **kwargs)
-        self.every, self.at_s, self.burst_s = every, at_s, burst_s
+    name: ClassVar[str] = "bad-inputs"
+    every: int = 3
+    at_s: float = 0.0
+    burst_s: float = float("inf")
 
     def _in_burst(self, elapsed_s: float) -> bool:
         return self.at_s <= elapsed_s < self.at_s + self.burst_s
@@ -105,33 +102,24 @@ class BadInputs(Scenario):
         return _predict(record, self.path)
 
 
+@dataclass
 class _Shifted(Scenario):
     """Adds a shift to chosen numeric features: none before ``at_s``, then growing linearly
     to ``shift_sd`` standard deviations over ``ramp_s`` seconds (0: all at once)."""
 
-    at_s_default = 0.0
-    ramp_s_default = 0.0
+    features: tuple[str, ...] = ("monthly_charges", "tenure_months")
+    shift_sd: float = 1.0
+    at_s: float = 0.0
+    ramp_s: float = 0.0
 
-    def __init__(
-        self,
-        path: str = PREDICT_PATH,
-        features: tuple[str, ...] = ("monthly_charges", "tenure_months"),
-        shift_sd: float = 1.0,
-        at_s: float | None = None,
-        ramp_s: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(path, **kwargs)
+    def __post_init__(self) -> None:
+        super().__post_init__()
         numeric = {f.name: f for f in data.FEATURES if f.kind == "numeric"}
-        unknown = [f for f in features if f not in numeric]
+        unknown = [f for f in self.features if f not in numeric]
         if unknown:
             raise ValueError(f"not numeric features: {', '.join(unknown)}")
-        self.features = features
-        self.shift_sd = shift_sd
-        self.at_s = self.at_s_default if at_s is None else at_s
-        self.ramp_s = self.ramp_s_default if ramp_s is None else ramp_s
-        self._sd = {f: statistics.pstdev(float(r[f]) for r in self._records) for f in features}
-        self._integer = {f: numeric[f].integer for f in features}
+        self._sd = {f: statistics.pstdev(float(r[f]) for r in self._records) for f in self.features}
+        self._integer = {f: numeric[f].integer for f in self.features}
 
     def shift_at(self, elapsed_s: float) -> float:
         if elapsed_s < self.at_s:
@@ -153,42 +141,42 @@ class _Shifted(Scenario):
         return f"{self.name}: {', '.join(self.features)} +{self.shift_at(elapsed_s):.2f} sd"
 
 
+@dataclass
 class GradualDrift(_Shifted):
     """The shift grows from the start to its full size over ``ramp_s`` seconds."""
 
-    name = "gradual-drift"
-    ramp_s_default = 60.0
+    name: ClassVar[str] = "gradual-drift"
+    ramp_s: float = 60.0
 
 
+@dataclass
 class SuddenShift(_Shifted):
     """No shift before ``at_s`` seconds, the full shift after."""
 
-    name = "sudden-shift"
-    at_s_default = 30.0
+    name: ClassVar[str] = "sudden-shift"
+    at_s: float = 30.0
 
 
+@dataclass
 class LabelShift(Scenario):
     """Predictions followed by their feedback; the share of true 'churn' labels moves from
     ``churn_before`` to ``churn_after`` at ``at_s`` seconds, so accuracy moves with it."""
 
-    name = "label-shift"
+    name: ClassVar[str] = "label-shift"
+    at_s: float = 30.0
+    churn_before: float = 0.3
+    churn_after: float = 0.8
+    feedback_path: str = "/v1/feedback"
+    label_seed: int = 5
 
-    def __init__(
-        self,
-        path: str = PREDICT_PATH,
-        at_s: float = 30.0,
-        churn_before: float = 0.3,
-        churn_after: float = 0.8,
-        feedback_path: str = "/v1/feedback",
-        seed: int = 5,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(path, **kwargs)
-        self.at_s, self.churn_before, self.churn_after = at_s, churn_before, churn_after
-        self.feedback_path = feedback_path
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self._pending: deque[str] = deque(maxlen=10_000)
-        self._random = random.Random(seed)
+        self._random = random.Random(self.label_seed)
         self.feedback_sent = 0
+
+    def _churn_rate(self, elapsed_s: float) -> float:
+        return self.churn_before if elapsed_s < self.at_s else self.churn_after
 
     def _remember(self, response: httpx.Response) -> None:
         if response.status_code == 200:
@@ -196,8 +184,7 @@ class LabelShift(Scenario):
 
     def request(self, index: int, elapsed_s: float) -> Request:
         if self._pending and index % 2:
-            churn_rate = self.churn_before if elapsed_s < self.at_s else self.churn_after
-            label = "churn" if self._random.random() < churn_rate else "stay"
+            label = "churn" if self._random.random() < self._churn_rate(elapsed_s) else "stay"
             self.feedback_sent += 1
             body = {"prediction_id": self._pending.popleft(), "label": label}
             return Request("POST", self.feedback_path, json.dumps(body).encode())
@@ -206,8 +193,7 @@ class LabelShift(Scenario):
         return request
 
     def describe(self, elapsed_s: float) -> str:
-        rate = self.churn_before if elapsed_s < self.at_s else self.churn_after
-        return f"label-shift: {rate:.0%} churn labels"
+        return f"{self.name}: {self._churn_rate(elapsed_s):.0%} churn labels"
 
 
 SCENARIOS: dict[str, type[Scenario]] = {
