@@ -122,6 +122,15 @@ CASES: list[tuple[str, bytes, str | None, int, str, str, str]] = [
         "must be a finite number, got inf",
     ),
     (
+        "integer too large for a float",
+        b'{"record": {"tenure_months": 3, "monthly_charges": 5, "support_calls": 1, "age": 1' + b"0" * 400 + b', "data_usage_gb": 1, "contract": "one-year", "payment_method": "card"}}',
+        JSON,
+        422,
+        "not_finite",
+        "record.age",
+        "must be a finite number, got inf",
+    ),
+    (
         "unknown category",
         body(with_(contract="lifetime")),
         JSON,
@@ -202,6 +211,15 @@ CASES: list[tuple[str, bytes, str | None, int, str, str, str]] = [
         "malformed_json",
         "body",
         "invalid JSON at line 1 column 21: Expecting ',' delimiter",
+    ),
+    (
+        "number past the digit limit",
+        b'{"record": {"age": ' + b"9" * 5000 + b"}}",
+        JSON,
+        400,
+        "malformed_json",
+        "body",
+        "invalid JSON: number out of range at line 1 column 4321",
     ),
     ("empty body", b"", JSON, 400, "malformed_json", "body", "request body is empty"),
     (
