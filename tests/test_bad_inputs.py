@@ -50,6 +50,24 @@ CASES: list[tuple[str, bytes, str | None, int, str, str, str]] = [
         f"unknown feature (expected: {EXPECTED_FEATURES})",
     ),
     (
+        "unknown feature reported before a wrong type",
+        body(with_(age="x", colour="red")),
+        JSON,
+        422,
+        "extra_field",
+        "record.colour",
+        f"unknown feature (expected: {EXPECTED_FEATURES})",
+    ),
+    (
+        "unknown feature name shortened",
+        body(with_(**{"f" * 60: 1})),
+        JSON,
+        422,
+        "extra_field",
+        "record." + "f" * 40,
+        f"unknown feature (expected: {EXPECTED_FEATURES})",
+    ),
+    (
         "string for number",
         body(with_(age="thirty")),
         JSON,
@@ -123,7 +141,9 @@ CASES: list[tuple[str, bytes, str | None, int, str, str, str]] = [
     ),
     (
         "integer too large for a float",
-        b'{"record": {"tenure_months": 3, "monthly_charges": 5, "support_calls": 1, "age": 1' + b"0" * 400 + b', "data_usage_gb": 1, "contract": "one-year", "payment_method": "card"}}',
+        b'{"record": {"tenure_months": 3, "monthly_charges": 5, "support_calls": 1, "age": 1'
+        + b"0" * 400
+        + b', "data_usage_gb": 1, "contract": "one-year", "payment_method": "card"}}',
         JSON,
         422,
         "not_finite",
@@ -157,6 +177,24 @@ CASES: list[tuple[str, bytes, str | None, int, str, str, str]] = [
         "wrong_type",
         "records[1].age",
         "expected a number, got string",
+    ),
+    (
+        "first bad record reported",
+        body({"records": [VALID_RECORD, {**VALID_RECORD, "age": None}, {**VALID_RECORD, "x": 1}]}),
+        JSON,
+        422,
+        "wrong_type",
+        "records[1].age",
+        "expected a number, got null",
+    ),
+    (
+        "unknown top-level field reported before a bad record",
+        body({"record": {**VALID_RECORD, "age": "x"}, "debug": True}),
+        JSON,
+        422,
+        "extra_field",
+        "debug",
+        "unknown top-level field (expected exactly one of 'record' or 'records')",
     ),
     (
         "records not an array",
