@@ -114,8 +114,8 @@ class RequestValidator:
         return parsed.prediction_id, parsed.label
 
     def _predict_rejection(self, invalid: ValidationError, body: bytes) -> Rejection:
-        """The union tries the single-record shape, then the batch; which one the caller
-        meant follows from the keys the body has."""
+        """Both shapes failed; which one the caller meant follows from the keys the body has
+        (each shape's errors say whether its key was missing)."""
         errors = invalid.errors(include_url=False)
         if errors[0]["type"] == "json_invalid":
             return malformed_json(body, errors[0])
