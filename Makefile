@@ -18,17 +18,17 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 venv: $(VENV)/.synced  ## install the Python project and its pinned dependencies
 
-binaries:  ## build the collector, Jaeger, Prometheus, promtool and Alertmanager (cached)
+binaries:  ## build the collector, Jaeger, Prometheus, promtool, Alertmanager and VictoriaLogs (cached)
 	deploy/build-all.sh
 
 up: venv binaries  ## start the whole native stack with a steady load
-	$(VENV)/bin/python deploy/native/stack.py up
+	$(VENV)/bin/python -m deploy.native up
 
 down:  ## stop everything `make up` started
-	$(VENV)/bin/python deploy/native/stack.py down
+	$(VENV)/bin/python -m deploy.native down
 
 status:  ## show what runs and where
-	$(VENV)/bin/python deploy/native/stack.py status
+	$(VENV)/bin/python -m deploy.native status
 
 test: venv binaries  ## every test: unit, integration and end-to-end against the real components
 	$(VENV)/bin/pytest

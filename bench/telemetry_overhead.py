@@ -24,9 +24,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "deploy" / "native"))
+sys.path.insert(0, str(ROOT))
 
-import stack as native  # noqa: E402
+from deploy.native import components as native  # noqa: E402
+from deploy.native.binaries import find_binaries  # noqa: E402
+from deploy.native.net import free_ports  # noqa: E402
+from deploy.native.supervisor import Supervisor  # noqa: E402
 
 from modelobs.model.data import EXAMPLE_RECORD  # noqa: E402
 
@@ -114,7 +117,7 @@ def main() -> int:
         "--no-pin",
         action="store_true",
         help="let every process use every core (default: services on CPU 0; collector, "
-        "Jaeger, the Loki stand-in and wrk on CPU 1, so the figure is the service's own cost)",
+        "Jaeger, the log store and wrk on CPU 1, so the figure is the service's own cost)",
     )
     args = parser.parse_args()
     global WRK_CPU
@@ -125,24 +128,34 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
-    bins = native.find_binaries()
+    bins = find_binaries()
     run_dir = Path(tempfile.mkdtemp(prefix="modelobs-bench-"))
-    cfg = native.StackConfig(run_dir=run_dir, ports=native.Ports.free(), load_max_seconds=0)
-    stack = native.Stack(run_dir)
     variants = VARIANTS if args.breakdown else VARIANTS[:4]
-    extra = native.free_ports(len(variants))
+    ports, extra = native.Ports.free(extra=len(variants))
+    cfg = native.StackConfig(run_dir=run_dir, ports=ports, load_max_seconds=0)
+    stack = Supervisor(run_dir)
     setups = {
         name: (kind, env, port) for (name, kind, env), port in zip(variants, extra, strict=True)
     }
-    backends = [native.loki_standin(cfg), native.collector(cfg, bins), native.jaeger(cfg, bins)]
+    backends = [
+        native.resolve(native.SPECS[n], cfg, bins) for n in ("victorialogs", "otelcol", "jaeger")
+    ]
     parts = list(backends)
     for name, (kind, env, port) in setups.items():
         tag = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-        model_port = port if kind == "model" else native.free_ports(1)[0]
-        parts.append(native.model_service(cfg, name=f"{tag}-model", port=model_port, env=env))
+        model_port = port if kind == "model" else free_ports(1)[0]
+        model = f"{tag}-model"
+        model_params = {"port": str(model_port)}
+        parts.append(
+            native.resolve(
+                native.SPECS["model-service"], cfg, name=model, params=model_params, env=env
+            )
+        )
         if kind == "gateway":
+            params = {"port": str(port), "model_url": cfg.url(model_port)}
+            gateway = native.SPECS["gateway"]
             parts.append(
-                native.gateway(cfg, name=tag, port=port, model_url=cfg.url(model_port), env=env)
+                native.resolve(gateway, cfg, name=tag, params=params, env=env, depends_on=(model,))
             )
     if pin:
         for part in parts:
@@ -152,7 +165,7 @@ def main() -> int:
     results: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
     try:
         print(f"starting collector, Jaeger and {len(parts) - 3} services in {run_dir}", flush=True)
-        stack.up(parts)
+        stack.start(parts)
         for kind, _, port in setups.values():  # warm up every path once
             path = "/predict" if kind == "model" else "/v1/predict"
             wrk(cfg.url(port, path), script, 2, args.connections)
@@ -170,7 +183,7 @@ def main() -> int:
                     flush=True,
                 )
     finally:
-        stack.down(say=lambda _m: None)
+        stack.stop(say=lambda _m: None)
     summary = {}
     for name, runs in results.items():
         summary[name] = {

@@ -2,7 +2,8 @@
 # Build (if missing) every native binary of the modelobs stack from Go modules.
 #
 #   deploy/build-all.sh                 # build what is missing, write paths.env
-#   deploy/build-all.sh otelcol jaeger  # only these (otelcol jaeger prometheus alertmanager)
+#   deploy/build-all.sh otelcol jaeger  # only these (otelcol jaeger prometheus alertmanager
+#                                       #   victorialogs)
 #   deploy/build-all.sh --print         # print the KEY=path lines, build nothing
 #                                       # (exit 1 if a binary is missing)
 #   MODELOBS_FORCE_BUILD=1 deploy/build-all.sh   # rebuild even if cached
@@ -13,34 +14,33 @@
 # otel-collector/build.sh). Changing a pin or the Go toolchain changes the key.
 # At the end ${MODELOBS_CACHE}/bin/paths.env holds
 #   OTELCOL_BIN=  JAEGER_BIN=  PROMETHEUS_BIN=  PROMTOOL_BIN=  ALERTMANAGER_BIN=
+#   VICTORIALOGS_BIN=
 # Builds run one after another (2 cores; each Go build already uses all cores).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
-cache="${MODELOBS_CACHE:-$HOME/.cache/modelobs}"
+LOG_TAG=build-all
+# shellcheck source=lib/tools.sh
+. "$here/lib/tools.sh"
+cache="$modelobs_cache"
 bin_root="${cache}/bin"
 
-log() { printf '[build-all] %s\n' "$*" >&2; }
-die() { printf '[build-all] ERROR: %s\n' "$*" >&2; exit 1; }
-
-command -v go >/dev/null 2>&1 || die "go is not on PATH (Go >= 1.26 needed: the build modules say 'go 1.26.8')"
-command -v sha256sum >/dev/null 2>&1 || die "sha256sum is not on PATH (coreutils)"
-
-go_version="$(go version)"
+require_build_tools
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-trimpath"
 export CGO_ENABLED=0
 
 # component table: name | module dir | build tags | ldflags extra | "pkg:binary" ...
 prom_ver="3.16.0"   # github.com/prometheus/prometheus v0.316.0 == Prometheus 3.16.0
 am_ver="0.35.0"
+vl_ver="1.52.1"   # github.com/VictoriaMetrics/VictoriaLogs (deploy/victorialogs/build/go.mod)
 ldv="github.com/prometheus/common/version"
 
 # key for a Go-module component: hash of go.mod, go.sum, tags, ldflags, go version
 module_key() { # dir tags ldflags [extra files...]
   local d="$1" t="$2" l="$3"; shift 3
   { cat "$d/go.mod" "$d/go.sum" "$@"; printf 'tags=%s\nldflags=%s\n%s\n' "$t" "$l" "$go_version"; } \
-    | sha256sum | cut -c1-16
+    | cache_key
 }
 
 # build_module NAME DIR TAGS LDFLAGS PKG:BIN [PKG:BIN ...]
@@ -74,11 +74,7 @@ build_module() {
     mv -f "$out_dir/$bin.tmp" "$out_dir/$bin"
   done
   end=$(date +%s)
-  {
-    echo "component=$name"; echo "key=$key"; echo "tags=$tags"; echo "ldflags=$ldflags"
-    echo "go=$go_version"; echo "built_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "build_seconds=$((end - start))"
-  } > "$out_dir/build-info.txt"
+  write_build_info "$out_dir" "$name" "$key" "$((end - start))" "tags=$tags" "ldflags=$ldflags"
   cp "$dir/go.mod" "$dir/go.sum" "$out_dir/"
   log "$name: built in $((end - start))s"
 }
@@ -88,12 +84,12 @@ want=()
 for a in "$@"; do
   case "$a" in
     --print) PRINT_ONLY=1 ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    otelcol|jaeger|prometheus|alertmanager) want+=("$a") ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    otelcol|jaeger|prometheus|alertmanager|victorialogs) want+=("$a") ;;
     *) die "unknown argument: $a" ;;
   esac
 done
-[[ ${#want[@]} -gt 0 ]] || want=(otelcol jaeger prometheus alertmanager)
+[[ ${#want[@]} -gt 0 ]] || want=(otelcol jaeger prometheus alertmanager victorialogs)
 wants() { local w; for w in "${want[@]}"; do [[ "$w" == "$1" ]] && return 0; done; return 1; }
 
 # Paths are always computed for all four (paths.env is complete); only the
@@ -155,7 +151,16 @@ build_alertmanager() {
   ALERTMANAGER_BIN="$REPLY_DIR/alertmanager"
 }
 
-for c in jaeger prometheus alertmanager; do
+# VictoriaLogs, the native stack's log store (Apache-2.0; Loki is AGPL: compose only). Its
+# web UI is committed in the module (app/vlselect/vmui), so the module build serves it.
+build_victorialogs() {
+  PRINT_ONLY=$1 build_module victorialogs "$here/victorialogs/build" "" \
+    "-X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-logs-v$vl_ver" \
+    "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs:victoria-logs"
+  VICTORIALOGS_BIN="$REPLY_DIR/victoria-logs"
+}
+
+for c in jaeger prometheus alertmanager victorialogs; do
   if [[ "$PRINT_ONLY" == 1 ]] || ! wants "$c"; then "build_$c" 1; else "build_$c" 0; fi
 done
 
@@ -163,10 +168,11 @@ env_text="OTELCOL_BIN=$OTELCOL_BIN
 JAEGER_BIN=$JAEGER_BIN
 PROMETHEUS_BIN=$PROMETHEUS_BIN
 PROMTOOL_BIN=$PROMTOOL_BIN
-ALERTMANAGER_BIN=$ALERTMANAGER_BIN"
+ALERTMANAGER_BIN=$ALERTMANAGER_BIN
+VICTORIALOGS_BIN=$VICTORIALOGS_BIN"
 
 missing=0
-for b in "$OTELCOL_BIN" "$JAEGER_BIN" "$PROMETHEUS_BIN" "$PROMTOOL_BIN" "$ALERTMANAGER_BIN"; do
+for b in "$OTELCOL_BIN" "$JAEGER_BIN" "$PROMETHEUS_BIN" "$PROMTOOL_BIN" "$ALERTMANAGER_BIN" "$VICTORIALOGS_BIN"; do
   [[ -x "$b" ]] || { log "not built yet: $b"; missing=1; }
 done
 

@@ -17,17 +17,15 @@ BIN_NAME="modelobs-otelcol"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 manifest="${here}/manifest.yaml"
-cache="${MODELOBS_CACHE:-$HOME/.cache/modelobs}"
+LOG_TAG=otelcol-build
+# shellcheck source=../deploy/lib/tools.sh
+. "$here/../deploy/lib/tools.sh"
+cache="$modelobs_cache"
 
-log() { printf '[otelcol-build] %s\n' "$*" >&2; }
-die() { printf '[otelcol-build] ERROR: %s\n' "$*" >&2; exit 1; }
-
-command -v go >/dev/null 2>&1 || die "go is not on PATH (Go >= 1.25 needed)"
-command -v sha256sum >/dev/null 2>&1 || die "sha256sum is not on PATH (coreutils)"
+require_build_tools
 [[ -f "$manifest" ]] || die "manifest not found: $manifest"
 
-go_version="$(go version)"
-key="$( { cat "$manifest"; printf '%s\n' "$go_version"; } | sha256sum | cut -c1-16)"
+key="$( { cat "$manifest"; printf '%s\n' "$go_version"; } | cache_key)"
 out_dir="${cache}/bin/otelcol-${key}"
 out="${out_dir}/${BIN_NAME}"
 
@@ -74,14 +72,7 @@ mkdir -p "$out_dir"
 mv -f "${out}.tmp" "$out"
 end=$(date +%s)
 
-{
-  echo "component=otelcol"
-  echo "key=${key}"
-  echo "ocb=${OCB_VERSION}"
-  echo "go=${go_version}"
-  echo "built_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "build_seconds=$((end - start))"
-} > "${out_dir}/build-info.txt"
+write_build_info "$out_dir" otelcol "$key" "$((end - start))" "ocb=${OCB_VERSION}"
 cp "$manifest" "${out_dir}/manifest.yaml"
 rm -rf "$work"
 

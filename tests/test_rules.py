@@ -303,46 +303,43 @@ def _compose_prometheus_argv() -> list[str]:
     return [str(a) for a in compose["services"]["prometheus"]["command"]]
 
 
-def _native_prometheus_argv() -> list[str]:
-    """The argv the native stack starts Prometheus with (deploy/native).
+def _native_prometheus_argv(run_dir: Path) -> list[str]:
+    """The argv the native stack starts Prometheus with (its spec in deploy/native/stack.toml)."""
+    from deploy.native import components
 
-    TODO(lead): deploy/native is being rewritten; this resolves today's API
-    (``stack.prometheus(stack.default_config(), bins).argv``). If the rewrite moves or renames
-    it, point this function at the new argv builder; until then the test fails here with the
-    error below instead of silently checking nothing.
-    """
-    try:
-        from deploy.native import stack
-
-        component = stack.prometheus(stack.default_config(), {"PROMETHEUS_BIN": "prometheus"})
-        argv = [str(a) for a in component.argv]
-    except (ImportError, AttributeError, TypeError) as exc:
-        pytest.fail(
-            f"TODO(lead): cannot find the native Prometheus argv in deploy.native ({exc!r}); "
-            "update tests/test_rules.py::_native_prometheus_argv",
-            pytrace=False,
-        )
-    assert any("prometheus" in Path(a).name for a in argv[:1]), f"not a Prometheus argv: {argv}"
+    process = components.resolve(
+        components.SPECS["prometheus"],
+        components.StackConfig(run_dir=run_dir),
+        {"PROMETHEUS_BIN": "prometheus"},
+    )
+    argv = [str(a) for a in process.argv]
+    assert Path(argv[0]).name == "prometheus", f"not a Prometheus argv: {argv}"
     return argv
 
 
-def _config_retention() -> str | None:
-    storage = yaml.safe_load(PROM_CONFIG.read_text()).get("storage") or {}
+def _config_retention(argv: list[str]) -> str | None:
+    """Retention set in the config file this argv starts Prometheus with (the native stack
+    renders its own copy of deploy/prometheus/prometheus.yml; compose mounts the file)."""
+    rendered = _flag(argv, "--config.file")
+    config = Path(rendered) if rendered and Path(rendered).is_file() else PROM_CONFIG
+    storage = yaml.safe_load(config.read_text()).get("storage") or {}
     return ((storage.get("tsdb") or {}).get("retention") or {}).get("time")
 
 
 @pytest.mark.parametrize(
     "deployment", ["docker-compose", "native"], ids=["docker-compose", "native"]
 )
-def test_retention_covers_the_longest_rule_window(deployment):
+def test_retention_covers_the_longest_rule_window(deployment, tmp_path):
     """Prometheus 3.16 takes `storage.tsdb.retention.time` from the config file over the
     (deprecated) flag; either way the data a rule reads must still be there: a [3d] rate with
     2d retention silently becomes a 2d rate."""
     argv = (
-        _compose_prometheus_argv() if deployment == "docker-compose" else _native_prometheus_argv()
+        _compose_prometheus_argv()
+        if deployment == "docker-compose"
+        else _native_prometheus_argv(tmp_path)
     )
     flag = _flag(argv, RETENTION_FLAG)
-    effective = _config_retention() or flag or DEFAULT_RETENTION
+    effective = _config_retention(argv) or flag or DEFAULT_RETENTION
     longest_s, rule = _longest_rule_window()
     assert longest_s >= 3 * 86400, f"expected the [3d] SLO windows, longest is {rule}"
     assert _seconds(effective) >= longest_s, (
@@ -356,6 +353,6 @@ def test_retention_covers_the_longest_rule_window(deployment):
 
 def test_retention_is_in_the_shared_config_file():
     """One place for both deployments: prometheus.yml (mounted by compose, read natively)."""
-    retention = _config_retention()
+    retention = _config_retention([])
     assert retention, f"{PROM_CONFIG.relative_to(REPO)} sets no storage.tsdb.retention.time"
     assert _seconds(retention) >= _longest_rule_window()[0]

@@ -1,8 +1,8 @@
-"""One real native stack for the whole e2e session, started by deploy/native/stack.py.
+"""One real native stack for the whole e2e session, started from deploy/native's components.
 
 Every port is a free one picked at start, and the run directory is a temporary one, so a
 developer's `make up` stack (default ports, var/run) is left alone. Besides the default stack
-(collector, Jaeger, Prometheus, Alertmanager, webhook receiver, Loki stand-in, model service,
+(collector, Jaeger, Prometheus, Alertmanager, webhook receiver, VictoriaLogs, model service,
 gateway, steady load) the session runs:
 
 * ``model-slow`` + ``gateway-slow``: a model service with MODELOBS_FAULT_LATENCY_MS=300 behind
@@ -30,9 +30,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from deploy.native import stack as native
+from deploy.native import components as native
+from deploy.native.binaries import BinariesMissing, find_binaries
+from deploy.native.readiness import log_tail
+from deploy.native.summary import iter_spans, logs_query, prom_query
+from deploy.native.supervisor import Supervisor, SupervisorError
 
 from modelobs.model.data import EXAMPLE_RECORD
+from tests.processes import MODELOBS
 from tests.rule_tuning import tune_rules
 
 SLOW_LATENCY_MS = 300
@@ -75,17 +80,22 @@ class E2EStack:
         return self.cfg.url(self.ports.webhook)
 
     @property
+    def logs_url(self) -> str:
+        """VictoriaLogs, the native log store (LogsQL at /select/logsql/query)."""
+        return self.cfg.url(self.ports.logs)
+
+    @property
     def files_dir(self) -> Path:
         return self.cfg.run_dir / "otelcol" / "files"
 
     def log_tail(self, component: str) -> str:
-        return native.log_tail(self.cfg.run_dir / f"{component}.log")
+        return log_tail(self.cfg.run_dir / f"{component}.log")
 
 
 def require_binaries() -> dict[str, str]:
     try:
-        return native.find_binaries()
-    except native.StackError as exc:
+        return find_binaries()
+    except BinariesMissing as exc:
         pytest.fail(str(exc), pytrace=False)
 
 
@@ -97,11 +107,9 @@ def bins() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def e2e(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
     run_dir = tmp_path_factory.mktemp("native-run")
-    names = [f.name for f in native.dataclasses.fields(native.Ports)]
-    picked = native.free_ports(len(names) + 4)
-    ports = native.Ports(**dict(zip(names, picked, strict=False)))
-    slow_model_port, slow_gw_port, dead_gw_port, sampling_gw_port = picked[len(names) :]
-    dead_model_port = native.free_ports(1)[0]  # nothing will listen there
+    ports, extra = native.Ports.free(extra=5)
+    slow_model_port, slow_gw_port, dead_gw_port, sampling_gw_port, dead_model_port = extra
+    # Nothing will listen on dead_model_port.
 
     rules_dir = run_dir / "rules"
     rules_dir.mkdir()
@@ -111,55 +119,68 @@ def e2e(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Itera
             thresholds={"http_p99_latency_seconds": P99_THRESHOLD_S},
         )
     )
+    service_env = {
+        "OTEL_METRIC_EXPORT_INTERVAL": "2000",
+        "OTEL_BSP_SCHEDULE_DELAY": "300",
+        "OTEL_BLRP_SCHEDULE_DELAY": "300",
+    }
     cfg = native.StackConfig(
         run_dir=run_dir,
         ports=ports,
-        collector_env={
-            "TAIL_SAMPLING_DECISION_WAIT": f"{DECISION_WAIT_S}s",
-            "TAIL_SAMPLING_LATENCY_MS": str(TAIL_LATENCY_MS),
-            "TAIL_SAMPLING_PERCENT": str(TAIL_PERCENT),
-        },
-        service_env={
-            "OTEL_METRIC_EXPORT_INTERVAL": "2000",
-            "OTEL_BSP_SCHEDULE_DELAY": "300",
-            "OTEL_BLRP_SCHEDULE_DELAY": "300",
+        extra_env={
+            "otelcol": {
+                "TAIL_SAMPLING_DECISION_WAIT": f"{DECISION_WAIT_S}s",
+                "TAIL_SAMPLING_LATENCY_MS": str(TAIL_LATENCY_MS),
+                "TAIL_SAMPLING_PERCENT": str(TAIL_PERCENT),
+            },
+            **dict.fromkeys(("model-service", "gateway", "load"), service_env),
         },
         rules_dir=rules_dir,
         load_rps=5,
         load_max_seconds=900,  # the suite takes a few minutes; the load never outlives 15 min
     )
-    base = native.components(cfg, bins)
-    load = [c for c in base if c.name == "load"]
     extras = [
-        native.model_service(
+        native.resolve(
+            native.SPECS["model-service"],
             cfg,
             name="model-slow",
-            port=slow_model_port,
+            params={"port": str(slow_model_port)},
             env={"MODELOBS_FAULT_LATENCY_MS": str(SLOW_LATENCY_MS)},
         ),
-        native.gateway(
-            cfg, name="gateway-slow", port=slow_gw_port, model_url=cfg.url(slow_model_port)
+        native.resolve(
+            native.SPECS["gateway"],
+            cfg,
+            name="gateway-slow",
+            params={"port": str(slow_gw_port), "model_url": cfg.url(slow_model_port)},
+            depends_on=("model-slow",),
         ),
-        native.gateway(
+        native.resolve(
+            native.SPECS["gateway"],
             cfg,
             name="gateway-dead",
-            port=dead_gw_port,
-            model_url=cfg.url(dead_model_port),
-            health_path="/healthz",
+            params={"port": str(dead_gw_port), "model_url": cfg.url(dead_model_port)},
+            # Its model service is meant to be absent: ready once the gateway itself runs.
+            ready="http://127.0.0.1:{port}/healthz",
+            depends_on=("otelcol",),
         ),
-        native.gateway(
+        native.resolve(
+            native.SPECS["gateway"],
             cfg,
             name="gateway-sampling",
-            port=sampling_gw_port,
+            params={"port": str(sampling_gw_port)},
             env={"OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={SAMPLING_INSTANCE}"},
         ),
     ]
-    parts = [c for c in base if c.name != "load"] + extras + load
-    the_stack = native.Stack(run_dir)
+    # The load starts last: after every extra service is ready.
+    processes = native.default_stack(cfg, bins) + extras
+    for process in processes:
+        if process.name == "load":
+            process.depends_on = tuple(p.name for p in processes if p is not process)
+    supervisor = Supervisor(run_dir)
     started = time.monotonic()
     try:
-        the_stack.up(parts, say=lambda _m: None)
-    except native.StackError as exc:
+        supervisor.start(processes, say=lambda _m: None)
+    except (SupervisorError, LookupError) as exc:
         pytest.fail(f"the e2e stack did not start: {exc}", pytrace=False)
     print(f"\ne2e stack up in {time.monotonic() - started:.1f}s, run dir {run_dir}")
     try:
@@ -172,7 +193,7 @@ def e2e(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Itera
             sampling_gateway_url=cfg.url(sampling_gw_port),
         )
     finally:
-        the_stack.down(say=lambda _m: None)
+        supervisor.stop(say=lambda _m: None)
 
 
 @pytest.fixture(scope="session")
@@ -195,7 +216,7 @@ def traffic(e2e: E2EStack) -> dict[str, str]:
 
 def run_load(url: str, scenario: str, *args: str) -> None:
     """`modelobs load`, bounded in count and time."""
-    cmd = [native.modelobs_cli(), "load", "--url", url, "--scenario", scenario, *args, "--quiet"]
+    cmd = [MODELOBS, "load", "--url", url, "--scenario", scenario, *args, "--quiet"]
     result = subprocess.run(
         cmd, capture_output=True, text=True, timeout=60, env={**os.environ}, check=False
     )
@@ -229,7 +250,7 @@ def jaeger_trace(e2e: E2EStack, trace_id: str) -> list[dict]:
     if response.status_code == 404:
         return []
     response.raise_for_status()
-    return list(native.iter_spans(response.json()))
+    return list(iter_spans(response.json()))
 
 
 def wait_for_trace(e2e: E2EStack, trace_id: str, min_spans: int, timeout_s: float = 30) -> list:
@@ -247,7 +268,25 @@ def wait_for_trace(e2e: E2EStack, trace_id: str, min_spans: int, timeout_s: floa
 
 
 def prom(e2e: E2EStack, query: str) -> list[dict]:
-    return native.prom_query(e2e.prom_url, query)
+    return prom_query(e2e.prom_url, query)
+
+
+def logs(e2e: E2EStack, query: str) -> list[dict]:
+    """Log records matching a LogsQL ``query`` in the stack's log store."""
+    return logs_query(e2e.logs_url, query)
+
+
+def wait_for_logs(e2e: E2EStack, query: str, timeout_s: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = logs(e2e, query)
+        if found or time.monotonic() > deadline:
+            assert found, (
+                f"the log store has no record for {query!r} after {timeout_s}s; "
+                f"collector log:\n{e2e.log_tail('otelcol')}"
+            )
+            return found
+        time.sleep(0.5)
 
 
 def wait_for_series(e2e: E2EStack, query: str, timeout_s: float = 60) -> list[dict]:

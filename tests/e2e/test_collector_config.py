@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from deploy.native.stack import REPO
+from deploy.native import REPO
 
 pytestmark = pytest.mark.e2e
 
