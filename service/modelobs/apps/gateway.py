@@ -20,14 +20,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
 from loguru import logger
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry
+from .api_docs import answers, document_contract, json_body
+from .api_models import ApiContract, FeedbackResponse, PredictResponse
 from .errors import Reason, Rejection, error_body, guarded
 from .idempotency import IDEMPOTENCY_HEADER, parse_key
 from .request_body import read_limited
@@ -123,15 +126,24 @@ class Upstream:
             return False
 
 
-def _check_api_key(request: Request, settings: Settings) -> None:
-    """Constant-time comparison; the key itself is never logged."""
+API_KEY_HEADER = APIKeyHeader(
+    name="x-api-key", auto_error=False, description="The gateway's API key (MODELOBS_API_KEY)"
+)
+
+
+def api_key_check(settings: Settings) -> list[Any]:
+    """The routes' dependencies: none without a key, else a constant-time comparison (the
+    key itself is never logged) declared as the document's security scheme."""
     if settings.api_key is None:
-        return
-    given = request.headers.get("x-api-key", "")
-    if not hmac.compare_digest(given.encode(), settings.api_key.get_secret_value().encode()):
-        field = "x-api-key"
-        message = "missing API key" if not given else "invalid API key"
-        raise Rejection(Reason.UNAUTHORIZED, field, message)
+        return []
+    expected = settings.api_key.get_secret_value().encode()
+
+    async def check(given: str | None = Security(API_KEY_HEADER)) -> None:
+        if not hmac.compare_digest((given or "").encode(), expected):
+            message = "missing API key" if not given else "invalid API key"
+            raise Rejection(Reason.UNAUTHORIZED, "x-api-key", message)
+
+    return [Depends(check)]
 
 
 def create_app(
@@ -165,13 +177,33 @@ def create_app(
 
     def forwarding(path: str) -> Callable[[Request], Awaitable[Response]]:
         async def forward(request: Request) -> Response:
-            _check_api_key(request, settings)
             return await guarded(
                 lambda: state["upstream"].forward(path, request), "forwarding failed"
             )
 
         return forward
 
-    app.post("/v1/predict")(forwarding("/predict"))
-    app.post("/v1/feedback")(forwarding("/feedback"))
+    # The gateway forwards the body's bytes unparsed, and its document shows the model
+    # service's envelopes around a generic record: fetching the model's schema at start-up
+    # would tie the gateway's start to the model service's, and go stale when it changes.
+    contract = ApiContract(None, settings.max_batch_size)
+    document_contract(app, lambda: contract)
+    authenticated = api_key_check(settings)
+    forwarded_errors = (400, 413, 415, 422, 502, 503, 504)
+    if authenticated:
+        forwarded_errors = (401, *forwarded_errors)
+    app.post(
+        "/v1/predict",
+        summary="Predict one record or a batch (forwarded to the model service)",
+        dependencies=authenticated,
+        openapi_extra=json_body("PredictRequest"),
+        responses=answers(PredictResponse, *forwarded_errors),
+    )(forwarding("/predict"))
+    app.post(
+        "/v1/feedback",
+        summary="Attach the true label to a prediction (forwarded to the model service)",
+        dependencies=authenticated,
+        openapi_extra=json_body("FeedbackRequest"),
+        responses=answers(FeedbackResponse, 404, 409, *forwarded_errors),
+    )(forwarding("/feedback"))
     return app
