@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import LoggerProvider, NoOpLoggerProvider
@@ -29,11 +29,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from .. import __version__
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
 INSTRUMENTATION_SCOPE = "modelobs"
 # The SDK's switch for its self-metrics (queue capacity, processed and dropped items,
 # exported and failed items). Read by each processor and exporter when it is created.
 SDK_SELF_METRICS = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
-METRICS_EXPORTERS = frozenset({"otlp"})
+METRICS_EXPORTERS = frozenset({"otlp", "prometheus"})
 _logger = logging.getLogger(__name__)
 
 
@@ -66,14 +69,14 @@ def exporter_enabled(signal: str) -> bool:
 
 def metrics_exporters() -> frozenset[str]:
     """OTEL_METRICS_EXPORTER, a comma-separated list as the spec allows: ``otlp`` (default,
-    push to the collector) or ``none``."""
+    push to the collector), ``prometheus`` (pull: GET /metrics on the app's port), ``none``."""
     raw = os.environ.get("OTEL_METRICS_EXPORTER", "otlp")
     values = {v.strip().lower() for v in raw.split(",") if v.strip()} or {"otlp"}
     unknown = values - METRICS_EXPORTERS - {"none"}
     if unknown:
         raise ValueError(
             f"OTEL_METRICS_EXPORTER={raw!r}: {', '.join(sorted(unknown))} unknown "
-            "(use otlp or none)"
+            "(use otlp, prometheus or none)"
         )
     return frozenset(values & METRICS_EXPORTERS)
 
@@ -139,6 +142,9 @@ class Telemetry:
     meter_provider: metrics.MeterProvider
     logger_provider: LoggerProvider
     enabled: bool = True
+    # Pull mode (OTEL_METRICS_EXPORTER=prometheus): this service's own registry, served at
+    # GET /metrics by telemetry/metrics_endpoint.py; None when metrics are only pushed.
+    metrics_registry: CollectorRegistry | None = None
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -183,7 +189,8 @@ def build_telemetry(
     metric_reader: MetricReader | None = None,
     log_exporter: LogRecordExporter | None = None,
 ) -> Telemetry:
-    """Providers exporting over OTLP, or to the given exporters (tests pass in-memory ones)."""
+    """Providers exporting over OTLP (or serving metrics for scraping), or to the given
+    exporters (tests pass in-memory ones)."""
     use_stable_http_semconv()
     enable_sdk_self_metrics()
     resource = build_resource(service_name, environment)
@@ -197,13 +204,18 @@ def build_telemetry(
             enabled=False,
         )
     readers: list[MetricReader] = [metric_reader] if metric_reader else []
-    otlp_exporter = None
+    otlp_exporter = registry = None
     if not readers:
         exporters = metrics_exporters()
         if "otlp" in exporters:
             otlp_exporter = _otlp_metric_exporter()
             # Interval and timeout come from OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT.
             readers.append(PeriodicExportingMetricReader(otlp_exporter))
+        if "prometheus" in exporters:
+            from .metrics_endpoint import prometheus_reader
+
+            pull_reader, registry = prometheus_reader()
+            readers.append(pull_reader)
     meter_provider = SdkMeterProvider(resource=resource, metric_readers=readers)
     if otlp_exporter is not None:
         # Its failed exports are counted too, on the provider that did not exist before.
@@ -229,4 +241,5 @@ def build_telemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         logger_provider=logger_provider,
+        metrics_registry=registry,
     )
