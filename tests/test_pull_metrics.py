@@ -4,12 +4,14 @@ GET /metrics, in the OpenMetrics text format, under the contract's Prometheus na
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
@@ -19,11 +21,14 @@ from modelobs.apps import gateway, model_service
 from modelobs.telemetry import Telemetry, build_telemetry
 from modelobs.telemetry.providers import metrics_exporters
 
+from ._native_bins import require_binary
 from .conftest import VALID_RECORD, Stack, make_settings
 from .servers import free_port, serve
 from .test_dashboards import _known_metric_names
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+PROMETHEUS_DIR = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
+SCRAPE_PULL = PROMETHEUS_DIR / "scrape-pull.yml"
 
 
 @dataclass
@@ -143,3 +148,25 @@ def test_unknown_metrics_exporter_is_named(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp,statsd")
     with pytest.raises(ValueError, match="statsd"):
         metrics_exporters()
+
+
+def test_pull_scrape_config_loads_and_targets_the_service_ports(tmp_path: Path) -> None:
+    """deploy/prometheus/scrape-pull.yml, included as its header says, is a valid config;
+    its targets are the services' ports (docs/contract.md) natively and in docker-compose."""
+    promtool = require_binary("PROMTOOL_BIN", "promtool")
+    main = tmp_path / "prometheus.yml"
+    main.write_text(yaml.safe_dump({"scrape_config_files": [str(SCRAPE_PULL)]}))
+    res = subprocess.run(
+        [promtool, "check", "config", str(main)], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    (job,) = yaml.safe_load(SCRAPE_PULL.read_text())["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    (name,) = job["file_sd_configs"][0]["files"]
+    expected = {
+        "targets": ["127.0.0.1:8000", "127.0.0.1:8080"],
+        "targets-compose": ["model-service:8000", "gateway:8080"],
+    }
+    for directory, targets in expected.items():
+        path = PROMETHEUS_DIR / directory / Path(name).name
+        assert [t for g in yaml.safe_load(path.read_text()) for t in g["targets"]] == targets
