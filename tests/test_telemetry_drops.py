@@ -4,11 +4,14 @@ failed export (``otel.sdk.exporter.*.exported`` with ``error.type``)."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -151,3 +154,26 @@ def test_an_explicit_false_switches_the_self_metrics_off(
     finally:
         spans.release.set()
         telemetry.shutdown()
+
+
+def test_readme_names_the_counters_the_drop_alert_reads() -> None:
+    """README's Telemetry section and the ServiceTelemetryDropped rule name the same series."""
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    section = readme[readme.index("## Telemetry") :]
+    section = section[: section.index("\n## ", 1)]
+    rules = yaml.safe_load((repo / "deploy/prometheus/rules/modelobs.yml").read_text())
+    (expr,) = [
+        r["expr"]
+        for g in rules["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "ServiceTelemetryDropped"
+    ]
+    read = set(re.findall(r"otel_sdk_\w+_total", expr))
+    named = set()
+    for stem, signals, rest in re.findall(r"`(otel_sdk_\w+_)\{([a-z,]+)\}(_\w+_total)", section):
+        named.update(f"{stem}{s}{rest}" for s in signals.split(","))
+    assert read and named == read
+    links = re.findall(r"\]\((deploy/[^)]+)\)", section)
+    assert "deploy/prometheus/scrape-pull.yml" in links  # pull mode's scrape config
+    assert all((repo / path).is_file() for path in links), links
