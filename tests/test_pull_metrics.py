@@ -23,8 +23,8 @@ from modelobs.telemetry.providers import metrics_exporters
 
 from ._native_bins import require_binary
 from .conftest import VALID_RECORD, Stack, make_settings
+from .promql import known_metric_names
 from .servers import free_port, serve
-from .test_dashboards import _known_metric_names
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 PROMETHEUS_DIR = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
@@ -112,7 +112,7 @@ def test_scrapes_are_neither_traced_nor_counted(pull: PullStack) -> None:
 def test_pull_names_are_the_contract_names(pull: PullStack) -> None:
     """The names the collector path gives are in docs/contract.md; pull mode gives those."""
     _predict(pull, 2)
-    exact, prefixes = _known_metric_names()
+    exact, prefixes = known_metric_names()
     for url in (pull.model_url, pull.gateway_url):
         _scrape(url)  # the reader's collection count appears from the second scrape on
         names = {s.name for samples in _scrape(url).values() for s in samples}
