@@ -24,6 +24,7 @@ from deploy.native import render
 from deploy.native.summary import prom_query
 from deploy.native.supervisor import Supervisor, SupervisorError
 
+from modelobs.model.data import EXAMPLE_RECORD
 from tests.dashboard_queries import DashboardQuery, prometheus_queries
 from tests.rule_tuning import RULES_FILE, tune_rules
 
@@ -166,9 +167,17 @@ def test_alert_key_series_and_drops_are_seen(pull: PullStack, service: str) -> N
     alerts = {r["alert"]: r["expr"] for g in groups for r in g["rules"] if "alert" in r}
     key = f'otel_sdk_metric_reader_collection_duration_seconds_count{{service_name="{service}"}}'
     dropped = f"({alerts['ServiceTelemetryDropped']}) and on (service_name) {key}"
-    assert not _wait_for_data(pull.prom_url, [key, dropped], timeout_s=90)
-    signals = {r["metric"]["signal"] for r in prom_query(pull.prom_url, dropped)}
-    assert "spans" in signals
+    # A failure counter first scraped at its final value shows no increase: keep spans
+    # failing while waiting, so the rate has two different points to see.
+    signals: set[str] = set()
+    with httpx.Client(base_url=pull.gateway_url, timeout=10) as client:
+        deadline = time.monotonic() + 90
+        while "spans" not in signals and time.monotonic() < deadline:
+            client.post("/v1/predict", json={"record": EXAMPLE_RECORD})
+            signals = {r["metric"]["signal"] for r in prom_query(pull.prom_url, dropped)}
+            time.sleep(0.5)
+    assert prom_query(pull.prom_url, key), f"no {key}"
+    assert "spans" in signals, f"failed span exports not seen by the rule: {signals}"
 
 
 @pytest.mark.parametrize("service", SERVICES)
