@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.semconv._incubating.metrics.http_metrics import HTTP_SERVER_ACTIVE_REQUESTS
 
+from . import http_views
 from .context import current_telemetry
 from .http_server import ASGIApp, Receive, Scope, Send, ServerTelemetryMiddleware
-from .http_views import UNUSED_HTTP_SERVER_INSTRUMENTS
 from .providers import Telemetry
 
 HttpInstrumentation = Literal["modelobs", "library"]
@@ -52,10 +52,15 @@ class _MarkTelemetry:
 
 
 def instrument_server(
-    app: FastAPI, telemetry: Telemetry, implementation: HttpInstrumentation = "modelobs"
+    app: FastAPI,
+    telemetry: Telemetry,
+    implementation: HttpInstrumentation = "modelobs",
+    **options: Any,
 ) -> None:
     """Server spans, ``http.server.request.duration`` and ``http.server.active_requests``
-    for ``app``, from ``telemetry``'s providers (per app, never the global ones)."""
+    for ``app``, from ``telemetry``'s providers (per app, never the global ones).
+    ``options``: what both take, as ``instrument_app`` names it (``server_request_hook``,
+    ``http_capture_headers_server_request``, ...)."""
     build: Callable[[], ASGIApp] = app.build_middleware_stack
     if telemetry.enabled and implementation == "library":
         FastAPIInstrumentor.instrument_app(
@@ -64,10 +69,12 @@ def instrument_server(
             meter_provider=telemetry.meter_provider,
             excluded_urls=excluded_urls(),
             exclude_spans=LEAN_EXCLUDE_SPANS,
+            **options,
         )
         build = app.build_middleware_stack
     elif telemetry.enabled:
         starlette_stack, urls = build, excluded_urls()
+        unused = http_views.UNUSED_HTTP_SERVER_INSTRUMENTS
 
         def build() -> ASGIApp:
             return ServerTelemetryMiddleware(
@@ -75,7 +82,8 @@ def instrument_server(
                 tracer_provider=telemetry.tracer_provider,
                 meter_provider=telemetry.meter_provider,
                 excluded_urls=urls,
-                active_requests=HTTP_SERVER_ACTIVE_REQUESTS not in UNUSED_HTTP_SERVER_INSTRUMENTS,
+                active_requests=HTTP_SERVER_ACTIVE_REQUESTS not in unused,
+                **options,
             )
 
     def build_marked() -> ASGIApp:
