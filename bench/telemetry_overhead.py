@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +31,7 @@ from deploy.native.net import free_ports  # noqa: E402
 from deploy.native.supervisor import Running, Supervisor  # noqa: E402
 
 from modelobs.model.data import EXAMPLE_RECORD  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 BODY = json.dumps({"record": EXAMPLE_RECORD})
 WRK_SCRIPT = f"""
@@ -265,24 +264,17 @@ def main() -> int:
             f"measured, {gain['of_bare_throughput_from_cpu']:+.3f} from CPU time; the library "
             f"costs {gain['library_extra_cpu_us_per_request']:+.0f} µs CPU per request"
         )
-    out = ROOT / "bench" / "results" / "telemetry_overhead.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": " ".join(["python", "bench/telemetry_overhead.py", *sys.argv[1:]]),
-                "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
-                "rounds": rounds,
-                "seconds_per_run": seconds,
-                "connections": args.connections,
-                "pinned": pin,
-                "summary": summary,
-                "full_over_bare": ratios,
-                "ours_minus_library_of_bare": ours_over_library,
-                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-            indent=2,
-        )
+    out = write_results(
+        "telemetry_overhead",
+        {
+            "rounds": rounds,
+            "seconds_per_run": seconds,
+            "connections": args.connections,
+            "pinned": pin,
+            "summary": summary,
+            "full_over_bare": ratios,
+            "ours_minus_library_of_bare": ours_over_library,
+        },
     )
     print(f"wrote {out.relative_to(ROOT)}")
     return 0

@@ -6,9 +6,11 @@ metrics, except for the differences telemetry/http_server.py declares."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -390,3 +392,36 @@ def test_nothing_is_installed_with_the_sdk_disabled(
         layer = getattr(layer, "app", None)
     assert OpenTelemetryMiddleware not in layers and ServerTelemetryMiddleware not in layers
     assert layers.count(ServerErrorMiddleware) == 1  # Starlette's own, not re-wrapped
+
+
+def test_the_docs_quote_the_committed_measurements() -> None:
+    """bench/README.md's server-instrumentation tables are the committed results, and the
+    README names the switch the settings accept."""
+    repo = Path(__file__).resolve().parent.parent
+    bench_doc = (repo / "bench" / "README.md").read_text()
+    in_process = json.loads((repo / "bench/results/server_instrumentation.json").read_text())
+    for name, label in [
+        ("bare", "bare (SDK disabled)"),
+        ("ours", "**ours**"),
+        ("library, lean", "**library, lean**"),
+    ]:
+        row = next(line for line in bench_doc.splitlines() if line.startswith(f"| {label}"))
+        assert f"| {in_process['median_us_per_request'][name]:.1f} |" in row, row
+    end_to_end = json.loads((repo / "bench/results/telemetry_overhead.json").read_text())
+    rows = {
+        "model full": "| **model full** (ours)",
+        "model full, library": "| **model full, library**",
+    }
+    for name, label in rows.items():
+        summary = end_to_end["summary"][name]
+        row = next(line for line in bench_doc.splitlines() if line.startswith(label))
+        assert f"**{summary['of_bare']:.3f}**" in row, row
+        assert f"| {summary['cpu_us_per_request_median']:.0f} |" in row, row
+    gain = end_to_end["ours_minus_library_of_bare"]["model"]["of_bare_throughput"]
+    assert f"**{gain:+.3f}** of bare throughput measured" in bench_doc
+    readme = (repo / "README.md").read_text()
+    assert "MODELOBS_HTTP_INSTRUMENTATION=library" in readme
+    assert set(get_args(Settings.model_fields["http_instrumentation"].annotation)) == {
+        "modelobs",
+        "library",
+    }
