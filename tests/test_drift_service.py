@@ -89,7 +89,7 @@ def test_service_detects_a_sudden_shift(model_dir: Path, tmp_path: Path, shifted
         serve(gateway.create_app(settings, gw_cap.telemetry)) as gateway_url,
     ):
         result = asyncio.run(
-            run_load(gateway_url, scenario, rps=400, total=320, show_progress=False)
+            run_load(gateway_url, scenario, rps=400, total=320, timeout_s=30, show_progress=False)
         )
         assert result.statuses == {"200": 320}
         report = _wait_for_verdict(model_url)

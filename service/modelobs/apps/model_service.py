@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from loguru import logger
 from opentelemetry import trace
@@ -28,6 +28,7 @@ from ..monitoring.quality import QualityTracker
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, run_as
 from .errors import Rejection, error_body, guarded
+from .idempotency import IdempotentAnswers
 from .request_body import read_json
 from .service_app import create_service_app, start_telemetry
 from .validation import RequestValidator, parse_feedback
@@ -101,6 +102,13 @@ class ModelService:
             on_change=run_as(telemetry, log_drift_change),
         )
         self.drift.register_metrics(meter)
+        self.answers = IdempotentAnswers(
+            meter,
+            window_s=settings.idempotency_window_s,
+            max_entries=settings.idempotency_max_entries,
+            max_bytes=settings.idempotency_max_bytes,
+            max_body_bytes=settings.max_body_bytes,
+        )
 
     def start(self) -> None:
         self.prediction_log.start()
@@ -142,6 +150,19 @@ class ModelService:
             "label": label,
             "status": "recorded" if outcome is FeedbackOutcome.ACCEPTED else "unchanged",
         }
+
+    async def answer_predict(self, request: Request) -> Response:
+        """The whole answer to POST /predict: predictions, or the error of a failure."""
+        predictions = await guarded(lambda: self.predict(request), "prediction failed")
+        if isinstance(predictions, JSONResponse):
+            return predictions
+        schema = self.bundle.schema
+        return JSONResponse(
+            {
+                "model": {"name": schema.name, "version": schema.version},
+                "predictions": [p.to_json() for p in predictions],
+            }
+        )
 
     async def predict(self, request: Request) -> list[Prediction]:
         with self.tracer.start_as_current_span("validate request") as span:
@@ -263,14 +284,8 @@ def create_app(
     @app.post("/predict")
     async def predict(request: Request) -> Any:
         service = state["service"]
-        predictions = await guarded(lambda: service.predict(request), "prediction failed")
-        if isinstance(predictions, JSONResponse):
-            return predictions
-        schema = service.bundle.schema
-        return {
-            "model": {"name": schema.name, "version": schema.version},
-            "predictions": [p.to_json() for p in predictions],
-        }
+        # A repeated Idempotency-Key gets the first answer, not a second prediction.
+        return await service.answers.answer(request, service.answer_predict)
 
     @app.post("/feedback")
     async def feedback(request: Request) -> JSONResponse:
