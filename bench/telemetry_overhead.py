@@ -1,6 +1,7 @@
 """What full telemetry costs: throughput of the model service (and of gateway → model) with
 traces, metrics and logs exported to the real collector, against the same service with the
-SDK disabled, measured side by side in one run.
+SDK disabled, and with the FastAPI instrumentation in place of our server middleware,
+measured side by side in one run.
 
     python bench/telemetry_overhead.py            # ~4 minutes
     python bench/telemetry_overhead.py --quick    # ~1 minute
@@ -13,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,9 +28,10 @@ sys.path.insert(0, str(ROOT))
 from deploy.native import components as native  # noqa: E402
 from deploy.native.binaries import find_binaries  # noqa: E402
 from deploy.native.net import free_ports  # noqa: E402
-from deploy.native.supervisor import Supervisor  # noqa: E402
+from deploy.native.supervisor import Running, Supervisor  # noqa: E402
 
 from modelobs.model.data import EXAMPLE_RECORD  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 BODY = json.dumps({"record": EXAMPLE_RECORD})
 WRK_SCRIPT = f"""
@@ -43,13 +43,18 @@ wrk.headers["Content-Type"] = "application/json"
 # logs; the JSON log line on stdout stays, as any service has one).
 BARE = {"OTEL_SDK_DISABLED": "true"}
 OFF = "none"
-# (name, entry point, environment). The first four are the headline; the rest break the
+# Full telemetry with the FastAPI instrumentation (configured lean) instead of our server
+# middleware: the same telemetry, the library's cost (telemetry/server_instrumentation.py).
+LIBRARY = {"MODELOBS_HTTP_INSTRUMENTATION": "library"}
+# (name, entry point, environment). The first six are the headline; the rest break the
 # cost down by signal and show what head sampling buys (--breakdown).
 VARIANTS: list[tuple[str, str, dict[str, str]]] = [
     ("model bare", "model", BARE),
     ("model full", "model", {}),
+    ("model full, library", "model", LIBRARY),
     ("gateway→model bare", "gateway", BARE),
     ("gateway→model full", "gateway", {}),
+    ("gateway→model full, library", "gateway", LIBRARY),
     ("model, traces not exported", "model", {"OTEL_TRACES_EXPORTER": OFF}),
     ("model, logs not exported", "model", {"OTEL_LOGS_EXPORTER": OFF}),
     ("model, metrics not exported", "model", {"OTEL_METRICS_EXPORTER": OFF}),
@@ -101,7 +106,14 @@ def wrk(url: str, script: Path, seconds: float, connections: int) -> dict[str, f
         value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99")}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "requests": requests}
+
+
+def cpu_seconds(processes: list[Running]) -> float:
+    """User + system CPU of a setup's service processes: unlike throughput, barely moved by
+    whatever else runs on a shared machine."""
+    return sum(sum(p.cpu_times()[:2]) for record in processes for p in record.group())
 
 
 def main() -> int:
@@ -130,7 +142,7 @@ def main() -> int:
         return 2
     bins = find_binaries()
     run_dir = Path(tempfile.mkdtemp(prefix="modelobs-bench-"))
-    variants = VARIANTS if args.breakdown else VARIANTS[:4]
+    variants = VARIANTS if args.breakdown else VARIANTS[:6]
     ports, extra = native.Ports.free(extra=len(variants))
     cfg = native.StackConfig(run_dir=run_dir, ports=ports, load_max_seconds=0)
     stack = Supervisor(run_dir)
@@ -141,6 +153,7 @@ def main() -> int:
         native.resolve(native.SPECS[n], cfg, bins) for n in ("victorialogs", "otelcol", "jaeger")
     ]
     parts = list(backends)
+    service_names: dict[str, list[str]] = {}
     for name, (kind, env, port) in setups.items():
         tag = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         model_port = port if kind == "model" else free_ports(1)[0]
@@ -151,6 +164,7 @@ def main() -> int:
                 native.SPECS["model-service"], cfg, name=model, params=model_params, env=env
             )
         )
+        service_names[name] = [model] if kind == "model" else [model, tag]
         if kind == "gateway":
             params = {"port": str(port), "model_url": cfg.url(model_port)}
             gateway = native.SPECS["gateway"]
@@ -165,7 +179,8 @@ def main() -> int:
     results: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
     try:
         print(f"starting collector, Jaeger and {len(parts) - 3} services in {run_dir}", flush=True)
-        stack.start(parts)
+        running = {record.name: record for record in stack.start(parts)}
+        services = {name: [running[n] for n in names] for name, names in service_names.items()}
         for kind, _, port in setups.values():  # warm up every path once
             path = "/predict" if kind == "model" else "/v1/predict"
             wrk(cfg.url(port, path), script, 2, args.connections)
@@ -175,11 +190,15 @@ def main() -> int:
             for name in order:
                 kind, _, port = setups[name]
                 path = "/predict" if kind == "model" else "/v1/predict"
+                cpu_before = cpu_seconds(services[name])
                 result = wrk(cfg.url(port, path), script, seconds, args.connections)
+                cpu = cpu_seconds(services[name]) - cpu_before
+                result["cpu_us_per_request"] = cpu / result["requests"] * 1e6
                 results[name].append(result)
                 print(
                     f"round {r + 1}/{rounds}  {name:<20} {result['rps']:8.1f} req/s  "
-                    f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms",
+                    f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
+                    f"CPU {result['cpu_us_per_request']:6.0f} µs/request",
                     flush=True,
                 )
     finally:
@@ -190,41 +209,72 @@ def main() -> int:
             "rps_median": statistics.median(r["rps"] for r in runs),
             "p50_ms_median": statistics.median(r["p50_ms"] for r in runs),
             "p99_ms_median": statistics.median(r["p99_ms"] for r in runs),
+            "cpu_us_per_request_median": statistics.median(r["cpu_us_per_request"] for r in runs),
             "runs": runs,
         }
     ratios = {
-        path: summary[f"{path} full"]["rps_median"] / summary[f"{path} bare"]["rps_median"]
+        f"{path}{impl}": summary[f"{path} full{impl}"]["rps_median"]
+        / summary[f"{path} bare"]["rps_median"]
         for path in ("model", "gateway→model")
+        for impl in ("", ", library")
     }
+    # What our middleware keeps over the library, in bare throughput, paired within each
+    # round (the setups of one round ran back to back): measured, and as CPU time per request
+    # predicts it for a service that has its core to itself (throughput ∝ 1 / CPU).
+    ours_over_library = {}
+    for path in ("model", "gateway→model"):
+        rounds_of = zip(
+            results[f"{path} bare"],
+            results[f"{path} full"],
+            results[f"{path} full, library"],
+            strict=True,
+        )
+        measured, from_cpu, cpu_us = [], [], []
+        for bare_run, ours, lib in rounds_of:
+            measured.append((ours["rps"] - lib["rps"]) / bare_run["rps"])
+            bare_cpu = bare_run["cpu_us_per_request"]
+            from_cpu.append(
+                bare_cpu / ours["cpu_us_per_request"] - bare_cpu / lib["cpu_us_per_request"]
+            )
+            cpu_us.append(lib["cpu_us_per_request"] - ours["cpu_us_per_request"])
+        ours_over_library[path] = {
+            "of_bare_throughput": statistics.median(measured),
+            "of_bare_throughput_from_cpu": statistics.median(from_cpu),
+            "library_extra_cpu_us_per_request": statistics.median(cpu_us),
+        }
     print()
     bare = {"model": summary["model bare"]["rps_median"]}
     bare["gateway"] = summary["gateway→model bare"]["rps_median"]
-    print(f"{'setup':<30}{'req/s (median)':>16}{'of bare':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    print(
+        f"{'setup':<30}{'req/s (median)':>16}{'of bare':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'CPU µs/req':>12}"
+    )
     for name, s in summary.items():
         s["of_bare"] = s["rps_median"] / bare[setups[name][0]]
         print(
             f"{name:<30}{s['rps_median']:>16.1f}{s['of_bare']:>9.3f}"
             f"{s['p50_ms_median']:>9.2f}{s['p99_ms_median']:>9.2f}"
+            f"{s['cpu_us_per_request_median']:>12.0f}"
         )
     for path, ratio in ratios.items():
         print(f"full / bare throughput, {path}: {ratio:.3f}")
-    out = ROOT / "bench" / "results" / "telemetry_overhead.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": " ".join(["python", "bench/telemetry_overhead.py", *sys.argv[1:]]),
-                "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
-                "rounds": rounds,
-                "seconds_per_run": seconds,
-                "connections": args.connections,
-                "pinned": pin,
-                "summary": summary,
-                "full_over_bare": ratios,
-                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-            indent=2,
+    for path, gain in ours_over_library.items():
+        print(
+            f"ours - library, {path}: {gain['of_bare_throughput']:+.3f} of bare throughput "
+            f"measured, {gain['of_bare_throughput_from_cpu']:+.3f} from CPU time; the library "
+            f"costs {gain['library_extra_cpu_us_per_request']:+.0f} µs CPU per request"
         )
+    out = write_results(
+        "telemetry_overhead",
+        {
+            "rounds": rounds,
+            "seconds_per_run": seconds,
+            "connections": args.connections,
+            "pinned": pin,
+            "summary": summary,
+            "full_over_bare": ratios,
+            "ours_minus_library_of_bare": ours_over_library,
+        },
     )
     print(f"wrote {out.relative_to(ROOT)}")
     return 0

@@ -119,7 +119,12 @@ def test_failure_sets_status_and_records_exception(model_dir, tmp_path) -> None:
     assert any(e.name == "exception" for e in inference.events)
     server = spans["POST /predict"]
     assert server.status.status_code == StatusCode.ERROR
-    assert server.attributes["error.type"] == "InjectedFault"
+    # A 5xx was sent: error.type is its code, as the FastAPI instrumentation sets it (the
+    # HTTP conventions' rule); the exception stays on the span as an event.
+    assert server.attributes["error.type"] == "500"
+    assert [e.attributes["exception.type"] for e in server.events] == [
+        "modelobs.apps.model_service.InjectedFault"
+    ]
     errors = [r for r in cap.log_records() if r.attributes.get("event") == "internal_error"]
     assert errors and errors[0].trace_id == inference.context.trace_id
     cap.telemetry.shutdown()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,10 @@ class Settings(BaseSettings):
     # Request limits of the model service.
     max_batch_size: int = Field(default=256, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # Server spans and HTTP metrics: our middleware (telemetry/http_server.py), or the
+    # FastAPI instrumentation itself, configured lean; same telemetry, ours costs less.
+    http_instrumentation: Literal["modelobs", "library"] = "modelobs"
 
     # Raw feature values in prediction logs: off by default (they may be personal data).
     log_features: bool = False

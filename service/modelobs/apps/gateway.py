@@ -167,7 +167,13 @@ def create_app(
         finally:
             await state.pop("upstream").client.aclose()
 
-    app = create_service_app("modelobs gateway", telemetry, owns_telemetry, upstream)
+    app = create_service_app(
+        "modelobs gateway",
+        telemetry,
+        owns_telemetry,
+        upstream,
+        http_instrumentation=settings.http_instrumentation,
+    )
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:

@@ -271,7 +271,13 @@ def create_app(
             state.clear()
             service.stop()
 
-    app = create_service_app("modelobs model service", telemetry, owns_telemetry, model_service)
+    app = create_service_app(
+        "modelobs model service",
+        telemetry,
+        owns_telemetry,
+        model_service,
+        http_instrumentation=settings.http_instrumentation,
+    )
     generic = ApiContract(None, settings.max_batch_size)
     document_contract(
         app, lambda: state["service"].validator.contract if "service" in state else generic

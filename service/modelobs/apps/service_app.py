@@ -1,5 +1,5 @@
 """The skeleton both apps are built on: telemetry start-up, a lifespan around each app's own
-resources, the error handlers, the liveness probe and the server telemetry middleware."""
+resources, the error handlers, the liveness probe and the server instrumentation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 
-from ..settings import Settings
+from ..settings import Settings, get_settings
 from ..telemetry import (
     Telemetry,
     build_telemetry,
@@ -17,8 +17,8 @@ from ..telemetry import (
     current_telemetry,
     set_process_telemetry,
 )
-from ..telemetry.http_server import ServerTelemetryMiddleware
 from ..telemetry.metrics_endpoint import serve_metrics
+from ..telemetry.server_instrumentation import HttpInstrumentation, instrument_server
 from .errors import install_error_handlers
 
 
@@ -47,10 +47,12 @@ def create_service_app(
     telemetry: Telemetry,
     owns_telemetry: bool,
     resources: Callable[[], AbstractAsyncContextManager[None]],
+    http_instrumentation: HttpInstrumentation | None = None,
 ) -> FastAPI:
     """An app whose lifespan opens ``resources`` (the app's own start-up and shutdown) with
     its telemetry current, settles the heap once they are up, and shuts down the telemetry
-    it owns last, so shutdown logs still go out."""
+    it owns last, so shutdown logs still go out. Server telemetry comes from
+    ``http_instrumentation``, by default ``MODELOBS_HTTP_INSTRUMENTATION``."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,6 +72,6 @@ def create_service_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_middleware(ServerTelemetryMiddleware, telemetry=telemetry)
+    instrument_server(app, telemetry, http_instrumentation or get_settings().http_instrumentation)
     serve_metrics(app, telemetry)  # pull mode: GET /metrics, outermost
     return app

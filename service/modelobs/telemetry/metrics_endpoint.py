@@ -68,7 +68,15 @@ class MetricsEndpoint:
 
 
 def serve_metrics(app: FastAPI, telemetry: Telemetry) -> None:
-    """In pull mode, serve ``telemetry``'s registry at GET /metrics. Call it after every
-    other ``add_middleware``: the last one added is the outermost."""
-    if telemetry.metrics_registry is not None:
-        app.add_middleware(MetricsEndpoint, registry=telemetry.metrics_registry)
+    """In pull mode, serve ``telemetry``'s registry at GET /metrics, outside everything else
+    the app builds, the server instrumentation included (it wraps the whole middleware
+    stack, so call this after ``instrument_server``)."""
+    registry = telemetry.metrics_registry
+    if registry is None:
+        return
+    inner = app.build_middleware_stack
+
+    def build() -> ASGIApp:
+        return MetricsEndpoint(inner(), registry)
+
+    app.build_middleware_stack = build  # type: ignore[method-assign]

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from .. import __version__
+from .http_views import unused_http_instrument_views
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -216,7 +217,9 @@ def build_telemetry(
 
             pull_reader, registry = prometheus_reader()
             readers.append(pull_reader)
-    meter_provider = SdkMeterProvider(resource=resource, metric_readers=readers)
+    meter_provider = SdkMeterProvider(
+        resource=resource, metric_readers=readers, views=unused_http_instrument_views()
+    )
     if otlp_exporter is not None:
         # Its failed exports are counted too, on the provider that did not exist before.
         otlp_exporter.set_meter_provider(meter_provider)
