@@ -12,7 +12,7 @@ import pytest
 import yaml
 from deploy.native import REPO
 
-from ._native_bins import require_binary
+from ._native_bins import otelcol_validate
 
 COLLECTOR_DIR = REPO / "otel-collector"
 AGENT = COLLECTOR_DIR / "agent.yaml"
@@ -29,15 +29,7 @@ def load(path: Path) -> dict[str, Any]:
 
 def validate(config: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """`otelcol validate` of ``config`` with only ``env`` (and a storage dir) set."""
-    otelcol = require_binary("OTELCOL_BIN", "modelobs-otelcol")
-    return subprocess.run(
-        [otelcol, "validate", f"--config={config}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "COLLECTOR_STORAGE_DIR": str(tmp_path / "q"), **env},
-        check=False,
-    )
+    return otelcol_validate(config, {"COLLECTOR_STORAGE_DIR": str(tmp_path / "q"), **env})
 
 
 @pytest.mark.parametrize("resolver", [STATIC_RESOLVER, DNS_RESOLVER], ids=["static", "dns"])
@@ -97,9 +89,9 @@ def test_memory_limiter_first_in_every_pipeline(path: Path) -> None:
 def test_gateway_samples_as_the_single_collector() -> None:
     """The same policies (and the probabilistic policy's fixed default hash salt) give a
     trace the same decision on whichever gateway it lands as on one collector."""
-    assert load(GATEWAY)["processors"]["tail_sampling"] == load(SINGLE)["processors"][
-        "tail_sampling"
-    ]
+    assert (
+        load(GATEWAY)["processors"]["tail_sampling"] == load(SINGLE)["processors"]["tail_sampling"]
+    )
 
 
 def test_gateway_span_metrics_differ_from_single_only_by_instance_dimension() -> None:
