@@ -269,3 +269,17 @@ def test_values_reach_the_objects() -> None:
         == values["gatewayCollector"]["podDisruptionBudget"]["minAvailable"]
     )
     assert not of_kind(rendered("minimal-values"), "PodDisruptionBudget")
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_terminating_gateways_drain_their_decision_window(value_set: str) -> None:
+    """A terminating gateway leaves the DNS answers (agents re-resolve every 5 s), then
+    decides what it holds (decision wait + the 1 s decision tick) before SIGTERM."""
+    gateways = named(rendered(value_set), "Deployment", "-gateway-collector")
+    pod = gateways["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    drain = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    decision_wait = container_env(container)["TAIL_SAMPLING_DECISION_WAIT"]
+    assert decision_wait.endswith("s") and not decision_wait.endswith("ms"), decision_wait
+    assert drain >= 5 + int(decision_wait.removesuffix("s")) + 1
+    assert pod["terminationGracePeriodSeconds"] > drain
