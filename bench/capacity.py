@@ -231,24 +231,20 @@ def main() -> int:
             params={"gateways": f"127.0.0.1:{gw_grpc}"},
             depends_on=("otelcol-gateway",),
         ),
-        native.resolve(
-            native.SPECS["model-service"],
+        *native.service_pair(
             cfg,
-            params={"port": str(model_port)},
-            env={
+            suffix="",
+            model_port=model_port,
+            gateway_port=gateway_port,
+            model_env={
                 **service_env,
                 "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={MODEL_INSTANCE}",
             },
-            depends_on=("otelcol-agent",),
-        ),
-        native.resolve(
-            native.SPECS["gateway"],
-            cfg,
-            params={"port": str(gateway_port), "model_url": cfg.url(model_port)},
-            env={
+            gateway_env={
                 **service_env,
                 "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={GATEWAY_INSTANCE}",
             },
+            model_after=("otelcol-agent",),
         ),
     ]
     supervisor = Supervisor(run_dir)

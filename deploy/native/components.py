@@ -225,6 +225,38 @@ def resolve(
     )
 
 
+def service_pair(
+    cfg: StackConfig,
+    *,
+    suffix: str,
+    model_port: int,
+    gateway_port: int,
+    model_env: Mapping[str, str] | None = None,
+    gateway_env: Mapping[str, str] | None = None,
+    model_after: tuple[str, ...] | None = None,
+) -> list[Process]:
+    """Another model service (``model-service<suffix>``) and a gateway in front of it
+    (``gateway<suffix>``); ``model_after`` replaces the model service's dependencies (e.g.
+    the first model service, which trains the shared model)."""
+    model = resolve(
+        SPECS["model-service"],
+        cfg,
+        name=f"model-service{suffix}",
+        params={"port": str(model_port)},
+        env=model_env,
+        depends_on=model_after,
+    )
+    gateway = resolve(
+        SPECS["gateway"],
+        cfg,
+        name=f"gateway{suffix}",
+        params={"port": str(gateway_port), "model_url": cfg.url(model_port)},
+        env=gateway_env,
+        depends_on=(model.name,),
+    )
+    return [model, gateway]
+
+
 def default_stack(cfg: StackConfig, bins: Mapping[str, str]) -> list[Process]:
     """Every declared component for ``cfg`` (no load when ``cfg.load_max_seconds`` is 0)."""
     specs = [

@@ -32,7 +32,7 @@ import pytest
 from deploy.native import components as native
 from deploy.native import scaled as tiers
 from deploy.native.readiness import log_tail
-from deploy.native.summary import iter_spans, prom_query
+from deploy.native.summary import prom_query
 from deploy.native.supervisor import Running, Supervisor, SupervisorError
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation import set_span_in_context
 
-from .conftest import Sent, send
+from .conftest import Sent, jaeger_trace, send
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +52,7 @@ LATENCY_MS = 200
 ERROR_RATE = "0.1"
 GATEWAY_INSTANCE, MODEL_INSTANCE = "scale-gateway", "scale-model"
 SINGLE, SINGLE_JAEGER = "otelcol-single", "jaeger-single"
+FAULTY = "-faulty"
 # The single collector's and its Jaeger's own ports (placeholders of their specs).
 SINGLE_PORTS = (
     "otlp_grpc",
@@ -67,10 +68,10 @@ SINGLE_PORTS = (
     "jaeger_metrics",
 )
 SERVICES = {"gateway", "model-service"}
-# A trace whose spans reached the killed gateway up to this long before the kill may still
-# have been waiting for its decision: decision wait, tail-sampling tick (1 s), the SDK's
-# export delay (0.3 s), the agent's retries of a blip (0.5 s) and a margin.
-DECISION_WINDOW_S = DECISION_WAIT_S + 1 + 0.3 + 0.5 + 1.2
+# A trace whose request ended up to this long before the kill may still have been in the
+# killed gateway's memory: the SDK's export delay (0.3 s), the decision wait, the
+# tail-sampling tick (1 s), the batch processor after it (0.5 s) and a margin.
+DECISION_WINDOW_S = 0.3 + DECISION_WAIT_S + 1 + 0.5 + 2.2
 
 
 @dataclass
@@ -132,22 +133,16 @@ def scaled(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
     gateways = tiers.gateway_ports(cfg, 2, picked)
     extras = [
         # Every request fails in the model service: every trace is kept (status_code policy),
-        # so the kill test can count them all in Jaeger.
-        native.resolve(
-            native.SPECS["model-service"],
+        # so the kill test can count them all in Jaeger. After the first model service,
+        # which trains the shared model.
+        *native.service_pair(
             cfg,
-            name="model-faulty",
-            params={"port": str(faulty_model)},
-            env={"MODELOBS_FAULT_ERROR_RATE": "1", "OTEL_RESOURCE_ATTRIBUTES": ""},
-            depends_on=("model-service",),  # after the shared model is trained
-        ),
-        native.resolve(
-            native.SPECS["gateway"],
-            cfg,
-            name="gateway-faulty",
-            params={"port": str(faulty_gateway), "model_url": cfg.url(faulty_model)},
-            env={"OTEL_RESOURCE_ATTRIBUTES": ""},
-            depends_on=("model-faulty",),
+            suffix=FAULTY,
+            model_port=faulty_model,
+            gateway_port=faulty_gateway,
+            model_env={"MODELOBS_FAULT_ERROR_RATE": "1", "OTEL_RESOURCE_ATTRIBUTES": ""},
+            gateway_env={"OTEL_RESOURCE_ATTRIBUTES": ""},
+            model_after=("model-service",),
         ),
         # One collector with config.yaml and its own Jaeger: the decisions to compare with.
         native.resolve(native.SPECS["jaeger"], cfg, bins, name=SINGLE_JAEGER, params=single),
@@ -214,18 +209,18 @@ def gateways_metric(stack: ScaledStack, name: str, **labels: str) -> float:
     return sum(self_metric(g.self, name, **labels) for g in stack.gateways)
 
 
-def trace_spans(jaeger_url: str, trace_id: str) -> list[dict]:
-    response = httpx.get(f"{jaeger_url}/api/v3/traces/{trace_id}", timeout=10)
-    if response.status_code == 404:
-        return []
-    response.raise_for_status()
-    return list(iter_spans(response.json()))
+@dataclass(frozen=True)
+class JaegerAt:
+    """A Jaeger query address, in the shape conftest's jaeger_trace reads."""
+
+    jaeger_url: str
 
 
 def found_traces(jaeger_url: str, trace_ids: list[str]) -> dict[str, list[dict]]:
     """The traces of ``trace_ids`` Jaeger has (span lists), fetched concurrently."""
     with ThreadPoolExecutor(8) as pool:
-        spans = list(pool.map(lambda t: trace_spans(jaeger_url, t), trace_ids))
+        jaeger = JaegerAt(jaeger_url)
+        spans = list(pool.map(lambda t: jaeger_trace(jaeger, t), trace_ids))  # type: ignore[arg-type]
     return {t: s for t, s in zip(trace_ids, spans, strict=True) if s}
 
 
@@ -489,10 +484,12 @@ def test_killed_gateway_loses_no_span_the_agent_accepted(scaled: ScaledStack) ->
     lost = {t for t, (_, item) in sent.items() if t not in kept or not whole(kept[t], item)}
     assert lost <= in_window, f"{len(lost - in_window)} traces lost outside the decision window"
     outage_s = restarted_at - killed_at
+    oldest_lost_s = max((killed_at - sent[t][0] for t in lost), default=0.0)
     print(
         f"\n{len(sent)} traces, {len(after_kill)} sent after the kill: all whole in Jaeger. "
         f"Gateway down {outage_s:.1f}s, ready {ready_s:.1f}s after its restart; recovery "
         f"(restart -> last queued trace in Jaeger) took {recovered_s:.1f}s. Lost with the "
         f"killed gateway's decision window: {len(lost)} of {len(in_window)} traces that "
-        f"ended in the {DECISION_WINDOW_S:.0f}s before the kill."
+        f"ended in the {DECISION_WINDOW_S:.0f}s before the kill (the oldest "
+        f"{oldest_lost_s:.1f}s before it)."
     )
