@@ -3,7 +3,7 @@
 #
 #   deploy/build-all.sh                 # build what is missing, write paths.env
 #   deploy/build-all.sh otelcol jaeger  # only these (otelcol jaeger prometheus alertmanager
-#                                       #   victorialogs)
+#                                       #   victorialogs helm k8scheck telemetrygen)
 #   deploy/build-all.sh --print         # print the KEY=path lines, build nothing
 #                                       # (exit 1 if a binary is missing)
 #   MODELOBS_FORCE_BUILD=1 deploy/build-all.sh   # rebuild even if cached
@@ -14,7 +14,7 @@
 # otel-collector/build.sh). Changing a pin or the Go toolchain changes the key.
 # At the end ${MODELOBS_CACHE}/bin/paths.env holds
 #   OTELCOL_BIN=  JAEGER_BIN=  PROMETHEUS_BIN=  PROMTOOL_BIN=  ALERTMANAGER_BIN=
-#   VICTORIALOGS_BIN=
+#   VICTORIALOGS_BIN=  HELM_BIN=  K8SCHECK_BIN=  TELEMETRYGEN_BIN=
 # Builds run one after another (2 cores; each Go build already uses all cores).
 set -euo pipefail
 
@@ -85,14 +85,14 @@ for a in "$@"; do
   case "$a" in
     --print) PRINT_ONLY=1 ;;
     -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    otelcol|jaeger|prometheus|alertmanager|victorialogs) want+=("$a") ;;
+    otelcol|jaeger|prometheus|alertmanager|victorialogs|helm|k8scheck|telemetrygen) want+=("$a") ;;
     *) die "unknown argument: $a" ;;
   esac
 done
-[[ ${#want[@]} -gt 0 ]] || want=(otelcol jaeger prometheus alertmanager victorialogs)
+[[ ${#want[@]} -gt 0 ]] || want=(otelcol jaeger prometheus alertmanager victorialogs helm k8scheck telemetrygen)
 wants() { local w; for w in "${want[@]}"; do [[ "$w" == "$1" ]] && return 0; done; return 1; }
 
-# Paths are always computed for all four (paths.env is complete); only the
+# Paths are always computed for all (paths.env is complete); only the
 # wanted ones are built.
 if [[ "$PRINT_ONLY" == 1 ]] || ! wants otelcol; then
   OTELCOL_BIN="$("$repo/otel-collector/build.sh" --print-path)"
@@ -160,7 +160,31 @@ build_victorialogs() {
   VICTORIALOGS_BIN="$REPLY_DIR/victoria-logs"
 }
 
-for c in jaeger prometheus alertmanager victorialogs; do
+# Helm renders and lints deploy/helm/modelobs offline (no cluster). Its Kubernetes version
+# constants follow its client-go, as helm's own Makefile sets them.
+helm_ver="3.22.0"
+build_helm() {
+  local kv; kv="$(sed -n 's#^\s*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$here/helm/build/go.mod")"
+  [[ -n "$kv" ]] || die "helm: k8s.io/client-go not found in $here/helm/build/go.mod"
+  PRINT_ONLY=$1 build_module helm "$here/helm/build" "" \
+    "-X helm.sh/helm/v3/internal/version.version=v$helm_ver -X helm.sh/helm/v3/internal/version.metadata= -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$kv -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kv" \
+    "helm.sh/helm/v3/cmd/helm:helm"
+  HELM_BIN="$REPLY_DIR/helm"
+}
+# The chart's checker: every rendered object decoded strictly into k8s.io/api types.
+build_k8scheck() {
+  KEY_EXTRA_FILES="$(ls "$here"/helm/check/*.go | tr '\n' ' ')" \
+  PRINT_ONLY=$1 build_module k8scheck "$here/helm/check" "" "" ".:k8scheck"
+  K8SCHECK_BIN="$REPLY_DIR/k8scheck"
+}
+# Load for the capacity measurements (docs/scaling.md), collector-contrib's generator.
+build_telemetrygen() {
+  PRINT_ONLY=$1 build_module telemetrygen "$here/telemetrygen/build" "" "" \
+    "github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen:telemetrygen"
+  TELEMETRYGEN_BIN="$REPLY_DIR/telemetrygen"
+}
+
+for c in jaeger prometheus alertmanager victorialogs helm k8scheck telemetrygen; do
   if [[ "$PRINT_ONLY" == 1 ]] || ! wants "$c"; then "build_$c" 1; else "build_$c" 0; fi
 done
 
@@ -169,10 +193,14 @@ JAEGER_BIN=$JAEGER_BIN
 PROMETHEUS_BIN=$PROMETHEUS_BIN
 PROMTOOL_BIN=$PROMTOOL_BIN
 ALERTMANAGER_BIN=$ALERTMANAGER_BIN
-VICTORIALOGS_BIN=$VICTORIALOGS_BIN"
+VICTORIALOGS_BIN=$VICTORIALOGS_BIN
+HELM_BIN=$HELM_BIN
+K8SCHECK_BIN=$K8SCHECK_BIN
+TELEMETRYGEN_BIN=$TELEMETRYGEN_BIN"
 
 missing=0
-for b in "$OTELCOL_BIN" "$JAEGER_BIN" "$PROMETHEUS_BIN" "$PROMTOOL_BIN" "$ALERTMANAGER_BIN" "$VICTORIALOGS_BIN"; do
+for b in "$OTELCOL_BIN" "$JAEGER_BIN" "$PROMETHEUS_BIN" "$PROMTOOL_BIN" "$ALERTMANAGER_BIN" "$VICTORIALOGS_BIN" \
+  "$HELM_BIN" "$K8SCHECK_BIN" "$TELEMETRYGEN_BIN"; do
   [[ -x "$b" ]] || { log "not built yet: $b"; missing=1; }
 done
 

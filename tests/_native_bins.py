@@ -7,6 +7,10 @@ tests that silently do not run are worse than no tests.
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
 import pytest
 from deploy.native.binaries import find_binary, missing_message
 
@@ -18,3 +22,15 @@ def require_binary(key: str, name: str | None = None) -> str:
     if path is None:
         pytest.fail(missing_message([key]), pytrace=False)
     return path
+
+
+def otelcol_validate(config: Path, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """`otelcol validate --config=config` with only ``env`` (and PATH) in its environment."""
+    return subprocess.run(
+        [require_binary("OTELCOL_BIN", "modelobs-otelcol"), "validate", f"--config={config}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **env},
+        check=False,
+    )

@@ -2,6 +2,7 @@
 
     stack.toml     what runs: every component declared once, as data
     components.py  the declarations filled in for one stack (ports, run dir, binaries)
+    scaled.py      the stack with an agent and gateway collectors instead of one collector
     render.py      the Prometheus and Alertmanager configs of one stack's ports
     supervisor.py  start, watch and stop the processes (portable: psutil)
     readiness.py   wait until a started process answers its ready check

@@ -9,6 +9,8 @@
 Everything runs in the background with its output, pid file and data under the run
 directory (MODELOBS_RUN_DIR, default var/run). MODELOBS_LOAD_RPS (default 10) and
 MODELOBS_LOAD_MAX_SECONDS (default 14400 = 4 h; 0 = no load) shape the load.
+MODELOBS_GATEWAYS=2 scales the collector out: an agent and two gateway collectors
+(otel-collector/agent.yaml, gateway.yaml) instead of the single one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from .binaries import BinariesMissing, find_binaries
 from .components import LOAD, StackConfig, default_stack
 from .readiness import probe
+from .scaled import gateway_ports, scaled_stack
 from .summary import summary
 from .supervisor import Running, Supervisor, SupervisorError
 
@@ -39,7 +42,11 @@ def up(cfg: StackConfig) -> int:
     if supervisor.recorded():
         print_endpoints(supervisor.start([]))
         return 0
-    processes = default_stack(cfg, find_binaries())
+    bins = find_binaries()
+    if cfg.gateways:
+        processes = scaled_stack(cfg, bins, gateway_ports(cfg, cfg.gateways))
+    else:
+        processes = default_stack(cfg, bins)
     print(f"starting the native stack in {cfg.run_dir}")
     print_endpoints(supervisor.start(processes))
     if any(p.name == LOAD.name for p in processes):

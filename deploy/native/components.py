@@ -74,11 +74,14 @@ class StackConfig:
     # The steady load stops by itself after this many seconds; 0 = no load component.
     load_max_seconds: float = DEFAULT_LOAD_MAX_SECONDS
     ready_timeout_s: float = 60.0
+    # Scaled out: an agent collector and this many gateway collectors (scaled.py); 0 = the
+    # single collector.
+    gateways: int = 0
 
     @classmethod
     def from_env(cls) -> StackConfig:
         """`make up`'s stack: MODELOBS_RUN_DIR (default var/run), MODELOBS_LOAD_RPS,
-        MODELOBS_LOAD_MAX_SECONDS (0 = no load)."""
+        MODELOBS_LOAD_MAX_SECONDS (0 = no load), MODELOBS_GATEWAYS (0 = one collector)."""
         run_dir = Path(os.environ.get("MODELOBS_RUN_DIR") or "var/run")
         return cls(
             run_dir=run_dir if run_dir.is_absolute() else REPO / run_dir,
@@ -86,6 +89,7 @@ class StackConfig:
             load_max_seconds=float(
                 os.environ.get("MODELOBS_LOAD_MAX_SECONDS") or DEFAULT_LOAD_MAX_SECONDS
             ),
+            gateways=int(os.environ.get("MODELOBS_GATEWAYS") or 0),
         )
 
     def url(self, port: int, path: str = "") -> str:
@@ -106,6 +110,8 @@ class Spec:
     endpoints: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, str] = field(default_factory=dict)
     may_exit: bool = False
+    # Declared but not part of the default stack (started by whoever asks for it).
+    optional: bool = False
 
 
 def load_specs(path: Path = STACK_TOML) -> dict[str, Spec]:
@@ -219,7 +225,41 @@ def resolve(
     )
 
 
+def service_pair(
+    cfg: StackConfig,
+    *,
+    suffix: str,
+    model_port: int,
+    gateway_port: int,
+    model_env: Mapping[str, str] | None = None,
+    gateway_env: Mapping[str, str] | None = None,
+    model_after: tuple[str, ...] | None = None,
+) -> list[Process]:
+    """Another model service (``model-service<suffix>``) and a gateway in front of it
+    (``gateway<suffix>``); ``model_after`` replaces the model service's dependencies (e.g.
+    the first model service, which trains the shared model)."""
+    model = resolve(
+        SPECS["model-service"],
+        cfg,
+        name=f"model-service{suffix}",
+        params={"port": str(model_port)},
+        env=model_env,
+        depends_on=model_after,
+    )
+    gateway = resolve(
+        SPECS["gateway"],
+        cfg,
+        name=f"gateway{suffix}",
+        params={"port": str(gateway_port), "model_url": cfg.url(model_port)},
+        env=gateway_env,
+        depends_on=(model.name,),
+    )
+    return [model, gateway]
+
+
 def default_stack(cfg: StackConfig, bins: Mapping[str, str]) -> list[Process]:
     """Every declared component for ``cfg`` (no load when ``cfg.load_max_seconds`` is 0)."""
-    specs = [s for s in SPECS.values() if s is not LOAD or cfg.load_max_seconds > 0]
+    specs = [
+        s for s in SPECS.values() if not s.optional and (s is not LOAD or cfg.load_max_seconds > 0)
+    ]
     return [resolve(spec, cfg, bins) for spec in specs]
