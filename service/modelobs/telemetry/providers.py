@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from .. import __version__
+from .exemplars import exemplar_filter
 
 INSTRUMENTATION_SCOPE = "modelobs"
 _logger = logging.getLogger(__name__)
@@ -205,7 +206,9 @@ def build_telemetry(
     readers = [metric_reader] if metric_reader else []
     if not readers and exporter_enabled("metrics"):
         readers.append(_metric_reader())
-    meter_provider = SdkMeterProvider(resource=resource, metric_readers=readers)
+    meter_provider = SdkMeterProvider(
+        resource=resource, metric_readers=readers, exemplar_filter=exemplar_filter()
+    )
     dropped = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__).create_counter(
         "modelobs.telemetry.dropped",
         unit="{item}",
