@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
+from deploy.native import REPO
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -28,7 +28,6 @@ from modelobs.telemetry.exemplars import (
 
 from .sampled_trace_ids import trace_ids
 
-REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO / "tests" / "vectors" / "tail_sampling_decisions.json"
 # Written by tests/vectors/tail_sampling/generate.sh from the real processor.
 VECTORS_DOC = json.loads(VECTORS.read_text())
