@@ -18,7 +18,7 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 venv: $(VENV)/.synced  ## install the Python project and its pinned dependencies
 
-binaries:  ## build the collector, Jaeger, Prometheus, promtool and Alertmanager (cached)
+binaries:  ## build the collector, Jaeger, Prometheus, promtool, Alertmanager and VictoriaLogs (cached)
 	deploy/build-all.sh
 
 up: venv binaries  ## start the whole native stack with a steady load

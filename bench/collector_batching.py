@@ -169,7 +169,7 @@ class Stack:
             "COLLECTOR_PPROF_ENDPOINT": f"127.0.0.1:{self.pprof}",
             "COLLECTOR_ZPAGES_ENDPOINT": f"127.0.0.1:{self.zpages}",
             "JAEGER_OTLP_ENDPOINT": f"127.0.0.1:{j_grpc}",
-            "LOKI_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+            "LOGS_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
             "COLLECTOR_STORAGE_DIR": str(run_dir / "storage"),
             "TAIL_SAMPLING_PERCENT": "100",
             "TAIL_SAMPLING_DECISION_WAIT": "1s",

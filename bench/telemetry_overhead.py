@@ -117,7 +117,7 @@ def main() -> int:
         "--no-pin",
         action="store_true",
         help="let every process use every core (default: services on CPU 0; collector, "
-        "Jaeger, the Loki stand-in and wrk on CPU 1, so the figure is the service's own cost)",
+        "Jaeger, the log store and wrk on CPU 1, so the figure is the service's own cost)",
     )
     args = parser.parse_args()
     global WRK_CPU
@@ -138,7 +138,7 @@ def main() -> int:
         name: (kind, env, port) for (name, kind, env), port in zip(variants, extra, strict=True)
     }
     backends = [
-        native.resolve(native.SPECS[n], cfg, bins) for n in ("loki-standin", "otelcol", "jaeger")
+        native.resolve(native.SPECS[n], cfg, bins) for n in ("victorialogs", "otelcol", "jaeger")
     ]
     parts = list(backends)
     for name, (kind, env, port) in setups.items():

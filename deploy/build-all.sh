@@ -2,7 +2,8 @@
 # Build (if missing) every native binary of the modelobs stack from Go modules.
 #
 #   deploy/build-all.sh                 # build what is missing, write paths.env
-#   deploy/build-all.sh otelcol jaeger  # only these (otelcol jaeger prometheus alertmanager)
+#   deploy/build-all.sh otelcol jaeger  # only these (otelcol jaeger prometheus alertmanager
+#                                       #   victorialogs)
 #   deploy/build-all.sh --print         # print the KEY=path lines, build nothing
 #                                       # (exit 1 if a binary is missing)
 #   MODELOBS_FORCE_BUILD=1 deploy/build-all.sh   # rebuild even if cached
@@ -13,6 +14,7 @@
 # otel-collector/build.sh). Changing a pin or the Go toolchain changes the key.
 # At the end ${MODELOBS_CACHE}/bin/paths.env holds
 #   OTELCOL_BIN=  JAEGER_BIN=  PROMETHEUS_BIN=  PROMTOOL_BIN=  ALERTMANAGER_BIN=
+#   VICTORIALOGS_BIN=
 # Builds run one after another (2 cores; each Go build already uses all cores).
 set -euo pipefail
 
@@ -31,6 +33,7 @@ export CGO_ENABLED=0
 # component table: name | module dir | build tags | ldflags extra | "pkg:binary" ...
 prom_ver="3.16.0"   # github.com/prometheus/prometheus v0.316.0 == Prometheus 3.16.0
 am_ver="0.35.0"
+vl_ver="1.52.1"   # github.com/VictoriaMetrics/VictoriaLogs (deploy/victorialogs/build/go.mod)
 ldv="github.com/prometheus/common/version"
 
 # key for a Go-module component: hash of go.mod, go.sum, tags, ldflags, go version
@@ -81,12 +84,12 @@ want=()
 for a in "$@"; do
   case "$a" in
     --print) PRINT_ONLY=1 ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    otelcol|jaeger|prometheus|alertmanager) want+=("$a") ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    otelcol|jaeger|prometheus|alertmanager|victorialogs) want+=("$a") ;;
     *) die "unknown argument: $a" ;;
   esac
 done
-[[ ${#want[@]} -gt 0 ]] || want=(otelcol jaeger prometheus alertmanager)
+[[ ${#want[@]} -gt 0 ]] || want=(otelcol jaeger prometheus alertmanager victorialogs)
 wants() { local w; for w in "${want[@]}"; do [[ "$w" == "$1" ]] && return 0; done; return 1; }
 
 # Paths are always computed for all four (paths.env is complete); only the
@@ -148,7 +151,16 @@ build_alertmanager() {
   ALERTMANAGER_BIN="$REPLY_DIR/alertmanager"
 }
 
-for c in jaeger prometheus alertmanager; do
+# VictoriaLogs, the native stack's log store (Apache-2.0; Loki is AGPL: compose only). Its
+# web UI is committed in the module (app/vlselect/vmui), so the module build serves it.
+build_victorialogs() {
+  PRINT_ONLY=$1 build_module victorialogs "$here/victorialogs/build" "" \
+    "-X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-logs-v$vl_ver" \
+    "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs:victoria-logs"
+  VICTORIALOGS_BIN="$REPLY_DIR/victoria-logs"
+}
+
+for c in jaeger prometheus alertmanager victorialogs; do
   if [[ "$PRINT_ONLY" == 1 ]] || ! wants "$c"; then "build_$c" 1; else "build_$c" 0; fi
 done
 
@@ -156,10 +168,11 @@ env_text="OTELCOL_BIN=$OTELCOL_BIN
 JAEGER_BIN=$JAEGER_BIN
 PROMETHEUS_BIN=$PROMETHEUS_BIN
 PROMTOOL_BIN=$PROMTOOL_BIN
-ALERTMANAGER_BIN=$ALERTMANAGER_BIN"
+ALERTMANAGER_BIN=$ALERTMANAGER_BIN
+VICTORIALOGS_BIN=$VICTORIALOGS_BIN"
 
 missing=0
-for b in "$OTELCOL_BIN" "$JAEGER_BIN" "$PROMETHEUS_BIN" "$PROMTOOL_BIN" "$ALERTMANAGER_BIN"; do
+for b in "$OTELCOL_BIN" "$JAEGER_BIN" "$PROMETHEUS_BIN" "$PROMTOOL_BIN" "$ALERTMANAGER_BIN" "$VICTORIALOGS_BIN"; do
   [[ -x "$b" ]] || { log "not built yet: $b"; missing=1; }
 done
 

@@ -54,7 +54,7 @@ _VARIABLE = re.compile(r"\$\{(\w+)(?::[\w-]+)?\}|\$(\w+)")
 #   drift     a filled drift window (modelobs.drift.* gauges)
 NEEDS: dict[str, re.Pattern[str]] = {
     "failure": re.compile(
-        r"(refused|send_failed|enqueue_failed|receiver_failed|telemetry_dropped"
+        r"(refused|send_failed|enqueue_failed|receiver_failed"
         r"|prediction_log_dropped)"
     ),
     "feedback": re.compile(

@@ -50,6 +50,24 @@ CASES: list[tuple[str, bytes, str | None, int, str, str, str]] = [
         f"unknown feature (expected: {EXPECTED_FEATURES})",
     ),
     (
+        "unknown feature reported before a wrong type",
+        body(with_(age="x", colour="red")),
+        JSON,
+        422,
+        "extra_field",
+        "record.colour",
+        f"unknown feature (expected: {EXPECTED_FEATURES})",
+    ),
+    (
+        "unknown feature name shortened",
+        body(with_(**{"f" * 60: 1})),
+        JSON,
+        422,
+        "extra_field",
+        "record." + "f" * 40,
+        f"unknown feature (expected: {EXPECTED_FEATURES})",
+    ),
+    (
         "string for number",
         body(with_(age="thirty")),
         JSON,
@@ -122,6 +140,17 @@ CASES: list[tuple[str, bytes, str | None, int, str, str, str]] = [
         "must be a finite number, got inf",
     ),
     (
+        "integer too large for a float",
+        b'{"record": {"tenure_months": 3, "monthly_charges": 5, "support_calls": 1, "age": 1'
+        + b"0" * 400
+        + b', "data_usage_gb": 1, "contract": "one-year", "payment_method": "card"}}',
+        JSON,
+        422,
+        "not_finite",
+        "record.age",
+        "must be a finite number, got inf",
+    ),
+    (
         "unknown category",
         body(with_(contract="lifetime")),
         JSON,
@@ -148,6 +177,24 @@ CASES: list[tuple[str, bytes, str | None, int, str, str, str]] = [
         "wrong_type",
         "records[1].age",
         "expected a number, got string",
+    ),
+    (
+        "first bad record reported",
+        body({"records": [VALID_RECORD, {**VALID_RECORD, "age": None}, {**VALID_RECORD, "x": 1}]}),
+        JSON,
+        422,
+        "wrong_type",
+        "records[1].age",
+        "expected a number, got null",
+    ),
+    (
+        "unknown top-level field reported before a bad record",
+        body({"record": {**VALID_RECORD, "age": "x"}, "debug": True}),
+        JSON,
+        422,
+        "extra_field",
+        "debug",
+        "unknown top-level field (expected exactly one of 'record' or 'records')",
     ),
     (
         "records not an array",
@@ -202,6 +249,15 @@ CASES: list[tuple[str, bytes, str | None, int, str, str, str]] = [
         "malformed_json",
         "body",
         "invalid JSON at line 1 column 21: Expecting ',' delimiter",
+    ),
+    (
+        "number past the digit limit",
+        b'{"record": {"age": ' + b"9" * 5000 + b"}}",
+        JSON,
+        400,
+        "malformed_json",
+        "body",
+        "invalid JSON: number out of range at line 1 column 4321",
     ),
     ("empty body", b"", JSON, 400, "malformed_json", "body", "request body is empty"),
     (

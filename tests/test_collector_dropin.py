@@ -11,6 +11,7 @@ import pytest
 import yaml
 from deploy.native import REPO
 
+from modelobs.telemetry.metrics_endpoint import RESOURCE_LABELS
 from tests.dashboard_queries import prometheus_queries
 
 CONFIG = REPO / "otel-collector" / "config.yaml"
@@ -56,7 +57,7 @@ def test_batching_in_the_sending_queues_and_behind_tail_sampling_only(config: di
     }
     assert batching == {"traces/sampled": ["memory_limiter", "tail_sampling", "batch"]}
     queued = queued_exporters(config)
-    assert set(queued) == {"otlp_grpc/jaeger", "otlp_http/loki"}
+    assert set(queued) == {"otlp_grpc/jaeger", "otlp_http/logs"}
     for name, exporter in queued.items():
         queue = exporter["sending_queue"]
         assert queue["storage"] == "file_storage/queue", name  # survives restarts
@@ -84,6 +85,8 @@ def test_resource_labels_are_the_ones_that_are_used(config: dict) -> None:
     text = "\n".join(path.read_text() for path in READERS)
     used = {a for a in RESOURCE_ATTRIBUTES if re.search(rf"\b{a.replace('.', '_')}\b", text)}
     assert included == used
+    # Pull mode serves the same labels as this path.
+    assert included == RESOURCE_LABELS
 
 
 def test_exemplars_only_after_tail_sampling(config: dict) -> None:

@@ -165,7 +165,7 @@ def test_collector_gets_the_variables_its_config_reads(services):
     config = (REPO / "otel-collector" / "config.yaml").read_text()
     read = set(re.findall(r"\$\{env:([A-Z0-9_]+)", config))
     env = _env(services["otel-collector"])
-    for var in ("JAEGER_OTLP_ENDPOINT", "LOKI_OTLP_ENDPOINT"):
+    for var in ("JAEGER_OTLP_ENDPOINT", "LOGS_OTLP_ENDPOINT"):
         assert var in read, f"otel-collector/config.yaml no longer reads {var}"
         assert var in env, f"otel-collector service does not set {var}"
     unknown = {k for k in env if k not in read and k != "GOMEMLIMIT"}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,12 +34,11 @@ from .dashboard_queries import (
 from .grafana_provisioning import DATASOURCES_FILE
 from .grafana_provisioning import provisioned_datasources as _provisioned
 from .grafana_provisioning import unescape as _unescape
+from .promql import promtool_rejects, unknown_metric_names
 
 REPO = Path(__file__).resolve().parents[1]
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
 PROVIDERS_FILE = PROVISIONING / "dashboards" / "dashboards.yaml"
-CONTRACT = REPO / "docs" / "contract.md"
-RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
 CONTRACT_UIDS = {"prometheus", "jaeger", "loki", "alertmanager"}
 DASHBOARD_FILES = sorted(DASHBOARDS_DIR.glob("*.json"))
 MIN_SCHEMA_VERSION = 39
@@ -231,28 +229,11 @@ def test_promql_parses(tmp_path):
     promtool = require_binary("PROMTOOL_BIN", "promtool")
     queries = prometheus_queries()
     assert queries, "no PromQL found in dashboards"
-    rules = {
-        "groups": [
-            {
-                "name": "dashboard-queries",
-                "rules": [
-                    {"record": f"dashboard_query_{i}", "expr": q.expr}
-                    for i, q in enumerate(queries)
-                ],
-            }
-        ]
-    }
-    rule_file = tmp_path / "dashboard_queries.yml"
-    rule_file.write_text(yaml.safe_dump(rules, sort_keys=False, width=10_000))
-    res = subprocess.run(
-        [promtool, "check", "rules", str(rule_file)], capture_output=True, text=True, timeout=120
-    )
-    if res.returncode != 0:
-        # name the failing panel, not just the index
-        lines = []
-        for m in re.finditer(r"dashboard_query_(\d+)", res.stdout + res.stderr):
-            lines.append(queries[int(m.group(1))].where)
-        pytest.fail(f"invalid PromQL:\n{res.stdout}\n{res.stderr}\n" + "\n".join(lines))
+    complaint = promtool_rejects(promtool, [q.expr for q in queries], tmp_path)
+    if complaint:
+        # name the failing panel, not just the expression
+        where = [q.where for q in queries if q.expr in complaint]
+        pytest.fail("invalid PromQL:\n" + complaint + "\n" + "\n".join(where))
 
 
 def test_trace_to_metrics_queries_parse(tmp_path):
@@ -260,72 +241,17 @@ def test_trace_to_metrics_queries_parse(tmp_path):
     when a span lacks both tags), are valid PromQL and read known metrics."""
     promtool = require_binary("PROMTOOL_BIN", "promtool")
     metrics = _provisioned()["jaeger"]["jsonData"]["tracesToMetrics"]
-    exact, prefixes = _known_metric_names()
-    rules = []
-    for i, q in enumerate(metrics["queries"]):
-        for j, tags in enumerate(('service_namespace="modelobs", service_instance_id="x"', "")):
-            expr = _unescape(q["query"]).replace("$__tags", tags)
-            rules.append({"record": f"trace_link_{i}_{j}", "expr": expr})
-        unknown = {n for n in _metric_names(rules[-1]["expr"]) if n not in exact}
-        assert not {n for n in unknown if not n.startswith(prefixes)}, (q["name"], unknown)
-    rule_file = tmp_path / "trace_links.yml"
-    rule_file.write_text(
-        yaml.safe_dump({"groups": [{"name": "links", "rules": rules}]}, width=10_000)
-    )
-    res = subprocess.run(
-        [promtool, "check", "rules", str(rule_file)], capture_output=True, text=True, timeout=120
-    )
-    assert res.returncode == 0, f"invalid trace-to-metrics PromQL:\n{res.stdout}\n{res.stderr}"
-
-
-def _known_metric_names() -> tuple[set[str], tuple[str, ...]]:
-    # the contract abbreviates precision / recall / f1 to `modelobs_model_precision` …
-    exact: set[str] = {"up", "scrape_samples_scraped", "modelobs_model_recall", "modelobs_model_f1"}
-    prefixes: list[str] = ["otelcol_"]
-    for token in re.findall(r"`([a-z_:][a-z0-9_:{},*]*)`", CONTRACT.read_text()):
-        if "{" in token:
-            stem, _, rest = token.partition("{")
-            exact.update(stem + s for s in rest.rstrip("}").split(","))
-        elif token.endswith("_*"):
-            prefixes.append(token[:-1])
-        else:
-            exact.add(token)
-    for path in RULES_DIR.glob("*.yml"):
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            exact.update(r["record"] for r in group["rules"] if "record" in r)
-    return exact, tuple(prefixes)
-
-
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
-             "unless", "bool", "offset", "inf", "nan",
-             # aggregation operators (may be followed by `by (...)` instead of `(`)
-             "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk",
-             "quantile", "count_values", "group", "limitk", "limit_ratio"}  # fmt: skip
-
-
-def _metric_names(expr: str) -> set[str]:
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings
-    text = re.sub(r"\{[^}]*\}", "{}", text)  # label matchers
-    text = re.sub(r"\[[^\]]*\]", "[]", text)  # ranges
-    text = re.sub(
-        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", r"\1()", text
-    )  # grouping labels
-    names = set()
-    for m in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(\s*\()?", text):
-        name, call = m.group(1), m.group(2)
-        if call or name.lower() in _KEYWORDS:
-            continue
-        names.add(name)
-    return names
+    exprs = []
+    for q in metrics["queries"]:
+        for tags in ('service_namespace="modelobs", service_instance_id="x"', ""):
+            exprs.append(_unescape(q["query"]).replace("$__tags", tags))
+        assert not unknown_metric_names(exprs[-1]), (q["name"], unknown_metric_names(exprs[-1]))
+    complaint = promtool_rejects(promtool, exprs, tmp_path)
+    assert complaint is None, f"invalid trace-to-metrics PromQL:\n{complaint}"
 
 
 def test_dashboard_metric_names_are_known():
-    exact, prefixes = _known_metric_names()
-    unknown = set()
-    for q in prometheus_queries():
-        for name in _metric_names(q.expr):
-            if name not in exact and not name.startswith(prefixes):
-                unknown.add((name, q.where))
+    unknown = {(n, q.where) for q in prometheus_queries() for n in unknown_metric_names(q.expr)}
     assert not unknown, "metric names not in docs/contract.md or the rules:\n" + "\n".join(
         f"{n}: {w}" for n, w in sorted(unknown)
     )

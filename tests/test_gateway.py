@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import httpx
 
@@ -19,9 +18,7 @@ def test_unreachable_model_service_is_503(model_dir, tmp_path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     app = gateway.create_app(make_settings(model_dir, tmp_path, model_url=dead), cap.telemetry)
     with serve(app) as url:
-        started = time.monotonic()
         response = httpx.post(f"{url}/v1/predict", json={"record": VALID_RECORD})
-        elapsed = time.monotonic() - started
     assert response.status_code == 503
     assert response.json() == {
         "error": {
@@ -29,7 +26,6 @@ def test_unreachable_model_service_is_503(model_dir, tmp_path) -> None:
             "message": "model service unreachable after 3 attempts",
         }
     }
-    assert elapsed < 2.0  # bounded retries with short backoff
     client_spans = [s for s in cap.finished_spans() if s.name == "POST"]
     assert len(client_spans) == 3  # one client span per attempt
     cap.telemetry.shutdown()
@@ -59,9 +55,7 @@ def test_slow_model_service_is_504(model_dir, tmp_path) -> None:
     )
     try:
         with serve(gateway.create_app(settings, cap.telemetry)) as url:
-            started = time.monotonic()
             response = httpx.post(f"{url}/v1/predict", json={"record": VALID_RECORD})
-            elapsed = time.monotonic() - started
     finally:
         stop.set()
         thread.join()
@@ -73,7 +67,9 @@ def test_slow_model_service_is_504(model_dir, tmp_path) -> None:
         "reason": "upstream_timeout",
         "message": "model service did not answer in time",
     }
-    assert 0.3 <= elapsed < 1.5  # no retry after a timeout
+    # No retry after a timeout: one connection, one client span.
+    assert len(accepted) == 1
+    assert len([s for s in cap.finished_spans() if s.name == "POST"]) == 1
     cap.telemetry.shutdown()
 
 

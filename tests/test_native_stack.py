@@ -14,15 +14,12 @@ import psutil
 import pytest
 import yaml
 from deploy.native import REPO, components, render
-from deploy.native.binaries import find_binary
+from deploy.native.binaries import STACK_KEYS, find_binary
 from deploy.native.net import free_ports, port_open
 from deploy.native.readiness import NotReady, wait_ready
 from deploy.native.supervisor import Process, Running, Supervisor, SupervisorError, start_order
 
-FAKE_BINS = {key: f"/opt/{key.lower()}" for key in ("OTELCOL_BIN", "JAEGER_BIN")} | {
-    "PROMETHEUS_BIN": "/opt/prometheus",
-    "ALERTMANAGER_BIN": "/opt/alertmanager",
-}
+FAKE_BINS = {key: f"/opt/{key.lower()}" for key in STACK_KEYS}
 
 
 def quiet(_message: str) -> None:

@@ -8,8 +8,8 @@ GET  /healthz 200 "ok".
     python receiver.py --host 0.0.0.0 --port 9099
 
 Stdlib only, one file: docker-compose mounts it into the service image as it is.
-``QuietHandler`` and ``serve`` are the skeleton of any tiny receiver (the native stack's
-Loki stand-in uses them too).
+``QuietHandler`` and ``serve`` are the skeleton of a tiny receiver: reuse them, do not write
+another.
 """
 
 from __future__ import annotations

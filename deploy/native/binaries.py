@@ -1,4 +1,5 @@
-"""Where the natively built Go programs are (collector, Jaeger, Prometheus, Alertmanager).
+"""Where the natively built Go programs are (collector, Jaeger, Prometheus, Alertmanager,
+VictoriaLogs).
 
 Looked up in this order: the environment variable (``OTELCOL_BIN``, ...); the ``KEY=path``
 lines of ``deploy/build-all.sh --print`` (paths keyed by the pinned build manifests, so a
@@ -24,9 +25,10 @@ PROGRAMS = {
     "PROMETHEUS_BIN": "prometheus",
     "PROMTOOL_BIN": "promtool",
     "ALERTMANAGER_BIN": "alertmanager",
+    "VICTORIALOGS_BIN": "victoria-logs",
 }
 # What the stack runs (promtool is only for checks and tests).
-STACK_KEYS = ("OTELCOL_BIN", "JAEGER_BIN", "PROMETHEUS_BIN", "ALERTMANAGER_BIN")
+STACK_KEYS = ("OTELCOL_BIN", "JAEGER_BIN", "PROMETHEUS_BIN", "ALERTMANAGER_BIN", "VICTORIALOGS_BIN")
 
 
 class BinariesMissing(RuntimeError):

@@ -1,7 +1,7 @@
 """The commands behind `make up`, `make status` and `make down`.
 
     python -m deploy.native up       # collector, Jaeger, Prometheus, Alertmanager, webhook
-                                     # receiver, Loki stand-in, model service, gateway and a
+                                     # receiver, VictoriaLogs, model service, gateway and a
                                      # steady, time-bounded load; then a telemetry summary
     python -m deploy.native status   # each process: running / DEAD / finished, its health
     python -m deploy.native down     # stop everything `up` started
@@ -48,7 +48,8 @@ def up(cfg: StackConfig) -> int:
             "(MODELOBS_LOAD_MAX_SECONDS)"
         )
     print("waiting for telemetry to flow (bounded)...")
-    summary(cfg.url(cfg.ports.jaeger_query_http), cfg.url(cfg.ports.prometheus))
+    p = cfg.ports
+    summary(cfg.url(p.jaeger_query_http), cfg.url(p.prometheus), cfg.url(p.logs))
     return 0
 
 

@@ -43,7 +43,7 @@ class Ports:
     prometheus: int = 9090
     alertmanager: int = 9093
     webhook: int = 9099
-    loki: int = 3100
+    logs: int = 9428
     model: int = 8000
     gateway: int = 8080
 

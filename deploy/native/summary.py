@@ -1,9 +1,10 @@
-"""What `make up` prints once telemetry flows: a recent kept trace from Jaeger, and the
-request rate and p99 of each service from Prometheus; plus the two query helpers the
-end-to-end tests share."""
+"""What `make up` prints once telemetry flows: a recent kept trace from Jaeger, its log
+records from the log store (VictoriaLogs), and the request rate and p99 of each service from
+Prometheus; plus the query helpers the end-to-end tests share."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,22 @@ def prom_query(prom_url: str, query: str) -> list[dict[str, Any]]:
     return response.json()["data"]["result"]
 
 
+def logs_query(logs_url: str, query: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """Log records matching a LogsQL ``query`` (VictoriaLogs answers one JSON object per
+    line: ``_msg``, ``_time``, resource and log attributes by their OTel names, ``trace_id``,
+    ``span_id``, ``severity_text``, ``severity_number``)."""
+    response = httpx.get(
+        f"{logs_url}/select/logsql/query", params={"query": query, "limit": limit}, timeout=10
+    )
+    response.raise_for_status()
+    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+
+def trace_logs_query(trace_id: str) -> str:
+    """The LogsQL query for every log record of one trace."""
+    return f"trace_id:{trace_id}"
+
+
 def jaeger_recent_trace(query_url: str, service: str = "gateway") -> tuple[str, int] | None:
     """(trace id, span count) of the most recent kept trace of ``service``, or None."""
     now = datetime.now(UTC)
@@ -68,20 +85,26 @@ def jaeger_recent_trace(query_url: str, service: str = "gateway") -> tuple[str, 
 
 
 def summary(
-    jaeger_url: str, prom_url: str, timeout_s: float = 120.0, say: Callable[[str], object] = print
+    jaeger_url: str,
+    prom_url: str,
+    logs_url: str,
+    timeout_s: float = 120.0,
+    say: Callable[[str], object] = print,
 ) -> bool:
-    """Wait (bounded) until a trace is in Jaeger and rate and p99 of both services are in
-    Prometheus; print them. False when something is still missing at the deadline."""
+    """Wait (bounded) until a trace is in Jaeger with its logs in the log store, and rate and
+    p99 of both services are in Prometheus; print them. False when something is still
+    missing at the deadline."""
     deadline = time.monotonic() + timeout_s
-    trace, rates, p99s = None, [], []
+    trace, logs, rates, p99s = None, [], [], []
     while time.monotonic() < deadline:
         try:
             trace = trace or jaeger_recent_trace(jaeger_url)
+            logs = logs_query(logs_url, trace_logs_query(trace[0])) if trace else []
             rates = prom_query(prom_url, RATE_QUERY)
             p99s = [r for r in prom_query(prom_url, P99_QUERY) if r["value"][1] != "NaN"]
         except httpx.HTTPError:
             pass
-        if trace and len(rates) >= 2 and len(p99s) >= 2:  # gateway and model-service
+        if trace and logs and len(rates) >= 2 and len(p99s) >= 2:  # gateway and model-service
             break
         time.sleep(2)
     if trace:
@@ -89,6 +112,10 @@ def summary(
             f"  recent trace    {trace[0]} ({trace[1]} spans): "
             f"{jaeger_url}/api/v3/traces/{trace[0]}"
         )
+    if logs:
+        services = ", ".join(sorted({str(r.get("service.name")) for r in logs}))
+        url = f"{logs_url}/select/logsql/query?query={trace_logs_query(trace[0])}"
+        say(f"  its logs        {len(logs)} records ({services}): curl -s '{url}'")
     for r in rates:
         say(f"  request rate    {r['metric'].get('service_name')}: {float(r['value'][1]):.2f}/s")
     for r in p99s:
@@ -96,8 +123,12 @@ def summary(
             f"  p99 latency     {r['metric'].get('service_name')}: "
             f"{float(r['value'][1]) * 1000:.1f} ms"
         )
-    if not (trace and rates and p99s):
-        missing = [n for n, v in (("trace", trace), ("rate", rates), ("p99", p99s)) if not v]
+    if not (trace and logs and rates and p99s):
+        missing = [
+            n
+            for n, v in (("trace", trace), ("logs", logs), ("rate", rates), ("p99", p99s))
+            if not v
+        ]
         say(f"  telemetry not complete after {timeout_s:.0f}s: no {', '.join(missing)} yet")
         return False
     return True

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     upstream_retries: int = Field(default=2, ge=0, le=5)
     api_key: SecretStr | None = None
 
+    # Idempotency-Key answers the model service keeps (per process): a repeated key within
+    # the window gets the first answer instead of a second prediction.
+    idempotency_window_s: float = Field(default=300.0, gt=0)
+    idempotency_max_entries: int = Field(default=10_000, ge=1)
+    idempotency_max_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+
     # Fault injection for alert drills: extra latency added to every prediction.
     fault_latency_ms: float = Field(default=0.0, ge=0)
     # Share of predictions (0..1) that fail with a 500, for error-ratio drills.

@@ -2,7 +2,7 @@
 
 Every port is a free one picked at start, and the run directory is a temporary one, so a
 developer's `make up` stack (default ports, var/run) is left alone. Besides the default stack
-(collector, Jaeger, Prometheus, Alertmanager, webhook receiver, Loki stand-in, model service,
+(collector, Jaeger, Prometheus, Alertmanager, webhook receiver, VictoriaLogs, model service,
 gateway, steady load) the session runs:
 
 * ``model-slow`` + ``gateway-slow``: a model service with MODELOBS_FAULT_LATENCY_MS=300 behind
@@ -33,7 +33,7 @@ import pytest
 from deploy.native import components as native
 from deploy.native.binaries import BinariesMissing, find_binaries
 from deploy.native.readiness import log_tail
-from deploy.native.summary import iter_spans, prom_query
+from deploy.native.summary import iter_spans, logs_query, prom_query
 from deploy.native.supervisor import Supervisor, SupervisorError
 
 from modelobs.model.data import EXAMPLE_RECORD
@@ -80,6 +80,11 @@ class E2EStack:
         return self.cfg.url(self.ports.webhook)
 
     @property
+    def logs_url(self) -> str:
+        """VictoriaLogs, the native log store (LogsQL at /select/logsql/query)."""
+        return self.cfg.url(self.ports.logs)
+
+    @property
     def files_dir(self) -> Path:
         return self.cfg.run_dir / "otelcol" / "files"
 
@@ -112,6 +117,9 @@ def e2e(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Itera
         tune_rules(
             overrides_for={ALERT: "10s"},
             thresholds={"http_p99_latency_seconds": P99_THRESHOLD_S},
+            # Long-window groups run once a minute in production; a short-lived stack's
+            # dashboard and alert checks should not wait a minute for their first value.
+            interval="5s",
         )
     )
     service_env = {
@@ -267,6 +275,24 @@ def wait_for_trace(e2e: E2EStack, trace_id: str, min_spans: int, timeout_s: floa
 
 def prom(e2e: E2EStack, query: str) -> list[dict]:
     return prom_query(e2e.prom_url, query)
+
+
+def logs(e2e: E2EStack, query: str) -> list[dict]:
+    """Log records matching a LogsQL ``query`` in the stack's log store."""
+    return logs_query(e2e.logs_url, query)
+
+
+def wait_for_logs(e2e: E2EStack, query: str, timeout_s: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = logs(e2e, query)
+        if found or time.monotonic() > deadline:
+            assert found, (
+                f"the log store has no record for {query!r} after {timeout_s}s; "
+                f"collector log:\n{e2e.log_tail('otelcol')}"
+            )
+            return found
+        time.sleep(0.5)
 
 
 def wait_for_series(e2e: E2EStack, query: str, timeout_s: float = 60) -> list[dict]:

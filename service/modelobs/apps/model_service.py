@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from loguru import logger
 from opentelemetry import trace
@@ -27,10 +27,13 @@ from ..monitoring.prediction_log import FeedbackOutcome, PredictionLog, Predicti
 from ..monitoring.quality import QualityTracker
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, run_as
+from .api_docs import answers, document_contract, json_body
+from .api_models import ApiContract, FeedbackResponse, PredictResponse
 from .errors import Rejection, error_body, guarded
-from .request_body import read_json
+from .idempotency import IdempotentAnswers
+from .request_body import read_json_body
 from .service_app import create_service_app, start_telemetry
-from .validation import RequestValidator, parse_feedback
+from .validation import RequestValidator
 
 SERVICE_NAME = "model-service"
 
@@ -101,6 +104,13 @@ class ModelService:
             on_change=run_as(telemetry, log_drift_change),
         )
         self.drift.register_metrics(meter)
+        self.answers = IdempotentAnswers(
+            meter,
+            window_s=settings.idempotency_window_s,
+            max_entries=settings.idempotency_max_entries,
+            max_bytes=settings.idempotency_max_bytes,
+            max_body_bytes=settings.max_body_bytes,
+        )
 
     def start(self) -> None:
         self.prediction_log.start()
@@ -113,8 +123,8 @@ class ModelService:
         self.drift.stop()
         self.prediction_log.stop()
 
-    def feedback(self, payload: Any) -> tuple[int, dict[str, Any]]:
-        prediction_id, label = parse_feedback(payload, self.bundle.schema.classes)
+    def feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        prediction_id, label = self.validator.feedback(body)
         outcome, row = self.prediction_log.label(prediction_id, label)
         self.metrics.feedback.add(1, {"feedback.outcome": outcome.value})
         log = logger.bind(
@@ -143,11 +153,24 @@ class ModelService:
             "status": "recorded" if outcome is FeedbackOutcome.ACCEPTED else "unchanged",
         }
 
+    async def answer_predict(self, request: Request) -> Response:
+        """The whole answer to POST /predict: predictions, or the error of a failure."""
+        predictions = await guarded(lambda: self.predict(request), "prediction failed")
+        if isinstance(predictions, JSONResponse):
+            return predictions
+        schema = self.bundle.schema
+        return JSONResponse(
+            {
+                "model": {"name": schema.name, "version": schema.version},
+                "predictions": [p.to_json() for p in predictions],
+            }
+        )
+
     async def predict(self, request: Request) -> list[Prediction]:
         with self.tracer.start_as_current_span("validate request") as span:
             try:
-                payload = await read_json(request, self.settings.max_body_bytes)
-                records = self.validator.records(payload)
+                body = await read_json_body(request, self.settings.max_body_bytes)
+                records = self.validator.records(body)
             except Rejection as rejection:
                 span.set_status(Status(StatusCode.ERROR, rejection.reason.value))
                 span.set_attribute("error.type", rejection.reason.value)
@@ -249,8 +272,12 @@ def create_app(
             service.stop()
 
     app = create_service_app("modelobs model service", telemetry, owns_telemetry, model_service)
+    generic = ApiContract(None, settings.max_batch_size)
+    document_contract(
+        app, lambda: state["service"].validator.contract if "service" in state else generic
+    )
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "Still loading the model"}})
     async def readyz() -> JSONResponse:
         if "service" not in state:
             return JSONResponse({"status": "loading"}, status_code=503)
@@ -260,25 +287,29 @@ def create_app(
     async def model() -> dict[str, Any]:
         return state["service"].bundle.schema.to_dict()
 
-    @app.post("/predict")
+    @app.post(
+        "/predict",
+        summary="Predict one record or a batch",
+        openapi_extra=json_body("PredictRequest"),
+        responses=answers(PredictResponse, 400, 413, 415, 422),
+    )
     async def predict(request: Request) -> Any:
         service = state["service"]
-        predictions = await guarded(lambda: service.predict(request), "prediction failed")
-        if isinstance(predictions, JSONResponse):
-            return predictions
-        schema = service.bundle.schema
-        return {
-            "model": {"name": schema.name, "version": schema.version},
-            "predictions": [p.to_json() for p in predictions],
-        }
+        # A repeated Idempotency-Key gets the first answer, not a second prediction.
+        return await service.answers.answer(request, service.answer_predict)
 
-    @app.post("/feedback")
+    @app.post(
+        "/feedback",
+        summary="Attach the true label to a prediction",
+        openapi_extra=json_body("FeedbackRequest"),
+        responses=answers(FeedbackResponse, 400, 404, 409, 413, 415, 422),
+    )
     async def feedback(request: Request) -> JSONResponse:
-        payload = await read_json(request, 4096)
+        payload = await read_json_body(request, 4096)
         status, body = await asyncio.to_thread(state["service"].feedback, payload)
         return JSONResponse(body, status_code=status)
 
-    @app.get("/predictions/{prediction_id}")
+    @app.get("/predictions/{prediction_id}", responses=answers(None, 404, 422))
     async def prediction(prediction_id: str) -> JSONResponse:
         row = await asyncio.to_thread(state["service"].prediction_log.get, prediction_id)
         if row is None:
@@ -288,7 +319,7 @@ def create_app(
             )
         return JSONResponse(row.to_json())
 
-    @app.get("/predictions")
+    @app.get("/predictions", responses=answers(None, 422))
     async def predictions(
         start: float = Query(description="Unix time, inclusive"),
         end: float = Query(description="Unix time, exclusive"),

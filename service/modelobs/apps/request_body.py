@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -41,21 +42,31 @@ async def read_limited(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_json(body: bytes) -> Any:
+def malformed_json(body: bytes, error: Mapping[str, Any]) -> Rejection:
+    """The rejection of a body pydantic could not parse (``error``, of type json_invalid),
+    worded like the json module words it, as the service always has."""
     if not body.strip():
-        raise Rejection(Reason.MALFORMED_JSON, "body", "request body is empty")
+        return Rejection(Reason.MALFORMED_JSON, "body", "request body is empty")
     try:
-        return json.loads(body)
+        json.loads(body)
     except UnicodeDecodeError:
-        raise Rejection(Reason.MALFORMED_JSON, "body", "request body is not valid UTF-8") from None
+        return Rejection(Reason.MALFORMED_JSON, "body", "request body is not valid UTF-8")
     except json.JSONDecodeError as exc:
-        raise Rejection(
+        return Rejection(
             Reason.MALFORMED_JSON,
             "body",
             f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-        ) from None
+        )
+    except ValueError:  # e.g. an integer literal past Python's digit limit
+        pass
+    # What the json module accepts and pydantic does not (a lone surrogate escape, a number
+    # out of range) gets pydantic's words.
+    detail = error.get("ctx", {}).get("error", error.get("msg", "invalid JSON"))
+    return Rejection(Reason.MALFORMED_JSON, "body", f"invalid JSON: {detail}")
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
+async def read_json_body(request: Request, max_bytes: int) -> bytes:
+    """The bytes of a JSON body, refused on a wrong content type or past ``max_bytes``;
+    parsing is the validator's (it parses and checks in one pass)."""
     check_content_type(request)
-    return parse_json(await read_limited(request, max_bytes))
+    return await read_limited(request, max_bytes)

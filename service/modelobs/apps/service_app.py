@@ -18,6 +18,7 @@ from ..telemetry import (
     set_process_telemetry,
 )
 from ..telemetry.http_server import ServerTelemetryMiddleware
+from ..telemetry.metrics_endpoint import serve_metrics
 from .errors import install_error_handlers
 
 
@@ -70,4 +71,5 @@ def create_service_app(
         return {"status": "ok"}
 
     app.add_middleware(ServerTelemetryMiddleware, telemetry=telemetry)
+    serve_metrics(app, telemetry)  # pull mode: GET /metrics, outermost
     return app

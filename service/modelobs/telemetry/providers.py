@@ -2,7 +2,9 @@
 
 Providers are returned, not installed globally, so two apps can live in one process (tests)
 and each keeps its own resource. Every export runs on a background thread behind a bounded
-queue: a slow or absent collector costs dropped telemetry, never a slow request.
+queue: a slow or absent collector costs dropped telemetry, never a slow request. What is
+dropped is counted by the SDK itself (its ``otel.sdk.*`` self-metrics, recorded on the
+service's own meter provider).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import LoggerProvider, NoOpLoggerProvider
@@ -28,7 +30,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from .. import __version__
 from .exemplars import exemplar_filter
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
 INSTRUMENTATION_SCOPE = "modelobs"
+# The SDK's switch for its self-metrics (queue capacity, processed and dropped items,
+# exported and failed items). Read by each processor and exporter when it is created.
+SDK_SELF_METRICS = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
+METRICS_EXPORTERS = frozenset({"otlp", "prometheus"})
 _logger = logging.getLogger(__name__)
 
 
@@ -51,12 +60,33 @@ def otlp_protocol(signal: str) -> str:
 
 
 def exporter_enabled(signal: str) -> bool:
-    """OTEL_{TRACES,METRICS,LOGS}_EXPORTER: ``none`` turns one signal off; ``otlp`` (the
-    default) is the only exporter this service ships."""
+    """OTEL_{TRACES,LOGS}_EXPORTER: ``none`` turns one signal off; ``otlp`` (the default)
+    is the only exporter this service ships for them."""
     value = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").strip().lower()
     if value not in ("otlp", "none"):
         raise ValueError(f"OTEL_{signal.upper()}_EXPORTER={value!r}: use otlp or none")
     return value == "otlp"
+
+
+def metrics_exporters() -> frozenset[str]:
+    """OTEL_METRICS_EXPORTER, a comma-separated list as the spec allows: ``otlp`` (default,
+    push to the collector), ``prometheus`` (pull: GET /metrics on the app's port), ``none``."""
+    raw = os.environ.get("OTEL_METRICS_EXPORTER", "otlp")
+    values = {v.strip().lower() for v in raw.split(",") if v.strip()} or {"otlp"}
+    unknown = values - METRICS_EXPORTERS - {"none"}
+    if unknown:
+        raise ValueError(
+            f"OTEL_METRICS_EXPORTER={raw!r}: {', '.join(sorted(unknown))} unknown "
+            "(use otlp, prometheus or none)"
+        )
+    return frozenset(values & METRICS_EXPORTERS)
+
+
+def enable_sdk_self_metrics() -> None:
+    """The SDK counts dropped spans and log records, and failed exports, only when its
+    self-metrics are on; ServiceTelemetryDropped and ServiceTelemetryMissing read them.
+    An explicit ``false`` in the environment is respected (and those alerts go blind)."""
+    os.environ.setdefault(SDK_SELF_METRICS, "true")
 
 
 def use_stable_http_semconv() -> None:
@@ -78,63 +108,29 @@ def build_resource(service_name: str, environment: str) -> Resource:
     return Resource.create({**defaults, **from_env})
 
 
-def _span_exporter() -> SpanExporter:
+def _span_exporter(meter_provider: metrics.MeterProvider) -> SpanExporter:
     if otlp_protocol("traces") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    return OTLPSpanExporter()
+    return OTLPSpanExporter(meter_provider=meter_provider)
 
 
-def _metric_reader() -> MetricReader:
+def _otlp_metric_exporter() -> Any:
+    """The OTLP metric exporter of the configured protocol (both have set_meter_provider)."""
     if otlp_protocol("metrics") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     else:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    # Interval and timeout come from OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT.
-    return PeriodicExportingMetricReader(OTLPMetricExporter())
+    return OTLPMetricExporter()
 
 
-def _log_exporter() -> LogRecordExporter:
+def _log_exporter(meter_provider: metrics.MeterProvider) -> LogRecordExporter:
     if otlp_protocol("logs") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
     else:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-    return OTLPLogExporter()
-
-
-class _DropCountingMixin:
-    """Counts what a full queue throws away: the SDK only logs it."""
-
-    _signal: str  # the `signal` attribute of the drop counter
-
-    def __init__(self, exporter: Any, dropped: metrics.Counter) -> None:
-        super().__init__(exporter)  # type: ignore[call-arg]  # the SDK's batch processor
-        self._dropped = dropped
-        # The SDK's bounded deque (private, so looked up once and checked for).
-        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
-        self._queue = queue if queue is not None and queue.maxlen is not None else None
-
-    def _count_if_full(self) -> None:
-        queue = self._queue
-        if queue is not None and len(queue) >= queue.maxlen:
-            self._dropped.add(1, {"signal": self._signal})
-
-
-class DropCountingSpanProcessor(_DropCountingMixin, BatchSpanProcessor):
-    _signal = "spans"
-
-    def on_end(self, span: Any) -> None:
-        self._count_if_full()
-        super().on_end(span)
-
-
-class DropCountingLogProcessor(_DropCountingMixin, BatchLogRecordProcessor):
-    _signal = "logs"
-
-    def on_emit(self, log_record: Any) -> None:
-        self._count_if_full()
-        super().on_emit(log_record)
+    return OTLPLogExporter(meter_provider=meter_provider)
 
 
 @dataclass
@@ -147,6 +143,9 @@ class Telemetry:
     meter_provider: metrics.MeterProvider
     logger_provider: LoggerProvider
     enabled: bool = True
+    # Pull mode (OTEL_METRICS_EXPORTER=prometheus): this service's own registry, served at
+    # GET /metrics by telemetry/metrics_endpoint.py; None when metrics are only pushed.
+    metrics_registry: CollectorRegistry | None = None
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -191,8 +190,10 @@ def build_telemetry(
     metric_reader: MetricReader | None = None,
     log_exporter: LogRecordExporter | None = None,
 ) -> Telemetry:
-    """Providers exporting over OTLP, or to the given exporters (tests pass in-memory ones)."""
+    """Providers exporting over OTLP (or serving metrics for scraping), or to the given
+    exporters (tests pass in-memory ones)."""
     use_stable_http_semconv()
+    enable_sdk_self_metrics()
     resource = build_resource(service_name, environment)
     if sdk_disabled():
         return Telemetry(
@@ -203,29 +204,39 @@ def build_telemetry(
             logger_provider=NoOpLoggerProvider(),
             enabled=False,
         )
-    readers = [metric_reader] if metric_reader else []
-    if not readers and exporter_enabled("metrics"):
-        readers.append(_metric_reader())
+    readers: list[MetricReader] = [metric_reader] if metric_reader else []
+    otlp_exporter = registry = None
+    if not readers:
+        exporters = metrics_exporters()
+        if "otlp" in exporters:
+            otlp_exporter = _otlp_metric_exporter()
+            # Interval and timeout come from OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT.
+            readers.append(PeriodicExportingMetricReader(otlp_exporter))
+        if "prometheus" in exporters:
+            from .metrics_endpoint import prometheus_reader
+
+            pull_reader, registry = prometheus_reader()
+            readers.append(pull_reader)
     meter_provider = SdkMeterProvider(
         resource=resource, metric_readers=readers, exemplar_filter=exemplar_filter()
     )
-    dropped = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__).create_counter(
-        "modelobs.telemetry.dropped",
-        unit="{item}",
-        description="Spans and log records dropped because the export queue was full",
-    )
-    for signal in ("spans", "logs"):  # a series at 0 from the start, so panels show "0"
-        dropped.add(0, {"signal": signal})
+    if otlp_exporter is not None:
+        # Its failed exports are counted too, on the provider that did not exist before.
+        otlp_exporter.set_meter_provider(meter_provider)
     # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
     tracer_provider = SdkTracerProvider(resource=resource)
     if span_exporter or exporter_enabled("traces"):
         tracer_provider.add_span_processor(
-            DropCountingSpanProcessor(span_exporter or _span_exporter(), dropped)
+            BatchSpanProcessor(
+                span_exporter or _span_exporter(meter_provider), meter_provider=meter_provider
+            )
         )
     logger_provider = SdkLoggerProvider(resource=resource)
     if log_exporter or exporter_enabled("logs"):
         logger_provider.add_log_record_processor(
-            DropCountingLogProcessor(log_exporter or _log_exporter(), dropped)
+            BatchLogRecordProcessor(
+                log_exporter or _log_exporter(meter_provider), meter_provider=meter_provider
+            )
         )
     return Telemetry(
         service_name=service_name,
@@ -233,4 +244,5 @@ def build_telemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         logger_provider=logger_provider,
+        metrics_registry=registry,
     )
