@@ -5,7 +5,8 @@
 * every published port is bound to 127.0.0.1
 * no literal secrets: values of password/token/key/secret variables are ${VAR} references
 * every service has a health check, and every depends_on waits for service_healthy
-* the collector gets the endpoint variables otel-collector/config.yaml reads
+* the collector gets the endpoint variables otel-collector/config.yaml reads, and shares its
+  tail-sampling variables with the services; Jaeger's Monitor tab reads compose's Prometheus
 * Prometheus' image version matches the Go module the native stack builds
 * only the load generator builds the Dockerfile's `loadgen` target; the rest get the
   default `service` stage, which leaves the load generator out
@@ -173,6 +174,25 @@ def test_collector_gets_the_variables_its_config_reads(services):
     assert mounts.get("./otel-collector/config.yaml"), (
         "collector must mount otel-collector/config.yaml"
     )
+
+
+def test_collector_and_services_share_the_tail_sampling_policy(services):
+    # The services' exemplar filter (telemetry/exemplars.py) must mirror the collector.
+    policy = {k: v for k, v in _env(services["otel-collector"]).items() if k.startswith("TAIL_")}
+    assert set(policy) == {
+        "TAIL_SAMPLING_PERCENT",
+        "TAIL_SAMPLING_LATENCY_MS",
+        "TAIL_SAMPLING_HASH_SALT",
+    }
+    for name in ("model-service", "gateway"):
+        env = _env(services[name])
+        assert {k: env.get(k) for k in policy} == policy, name
+
+
+def test_jaeger_monitor_tab_reads_compose_prometheus(services):
+    config = (REPO / "deploy" / "jaeger" / "config.yaml").read_text()
+    assert "${env:JAEGER_PROMETHEUS_URL" in config
+    assert _env(services["jaeger"]).get("JAEGER_PROMETHEUS_URL") == "http://prometheus:9090"
 
 
 def test_services_use_otlp_env(services):

@@ -1,13 +1,16 @@
 """Log records carry trace context; every metric exists with its name, unit and attributes;
-latency exemplars name the trace of a real request."""
+latency exemplars name the trace of a real request when the collector keeps it."""
 
 from __future__ import annotations
 
 import httpx
 
 from modelobs.apps.errors import Reason
+from modelobs.settings import get_settings
+from modelobs.telemetry.exemplars import TailSamplingPolicy
 
 from .conftest import VALID_RECORD, Stack
+from .sampled_trace_ids import trace_ids
 
 
 def test_request_logs_carry_trace_and_span_ids(stack: Stack) -> None:
@@ -105,14 +108,23 @@ def test_every_metric_has_its_name_unit_and_attributes(stack: Stack) -> None:
     assert metric.unit == "s" and sum(p.count for p in points) == 4
 
 
-def test_latency_exemplar_names_the_request_trace(stack: Stack) -> None:
-    response = httpx.post(f"{stack.gateway_url}/v1/predict", json={"record": VALID_RECORD})
-    assert response.status_code == 200
-    server = {s.name: s for s in stack.model.finished_spans()}["POST /predict"]
+def test_latency_exemplars_name_only_traces_the_collector_keeps(stack: Stack) -> None:
+    # A fast successful request makes an exemplar only when the collector's probabilistic
+    # policy keeps its trace (telemetry/exemplars.py): one request of each kind.
+    policy = TailSamplingPolicy.from_settings(get_settings())
+    kept, dropped = (trace_ids(policy, kept=k)[0] for k in (True, False))
+    for trace_id in (kept, dropped):
+        headers = {"traceparent": f"00-{trace_id:032x}-{0xA1B2C3D4E5F60718:016x}-01"}
+        response = httpx.post(
+            f"{stack.gateway_url}/v1/predict", json={"record": VALID_RECORD}, headers=headers
+        )
+        assert response.status_code == 200
+    servers = [s for s in stack.model.finished_spans(servers=2) if s.name == "POST /predict"]
+    assert {s.context.trace_id for s in servers} == {kept, dropped}
     # Exemplars belong to one collection: collect once, read both histograms.
     collected = stack.model.metric_points()
-    _, points = collected["http.server.request.duration"]
-    exemplar_traces = {e.trace_id for p in points for e in p.exemplars}
-    assert server.context.trace_id in exemplar_traces
-    _, points = collected["modelobs.inference.duration"]
-    assert server.context.trace_id in {e.trace_id for p in points for e in p.exemplars}
+    for name in ("http.server.request.duration", "modelobs.inference.duration"):
+        _, points = collected[name]
+        exemplar_traces = {e.trace_id for p in points for e in p.exemplars}
+        assert kept in exemplar_traces, name
+        assert dropped not in exemplar_traces, name

@@ -32,6 +32,8 @@ class Ports:
     collector_prometheus: int = 8889
     collector_self: int = 8888
     collector_health: int = 13133
+    collector_pprof: int = 1777
+    collector_zpages: int = 55679
     jaeger_otlp_grpc: int = 14317
     jaeger_otlp_http: int = 14318
     jaeger_query_http: int = 16686

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Everything the services read from the environment, with safe defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="MODELOBS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MODELOBS_", extra="ignore", populate_by_name=True)
 
     # Where the trained model lives; trained on first start when missing.
     model_dir: Path = Path("var/model")
@@ -63,6 +63,19 @@ class Settings(BaseSettings):
     drift_recompute_every: int = Field(default=100, ge=1)
     drift_interval_s: float = Field(default=10.0, gt=0)
     quality_window: int = Field(default=1000, ge=10)
+
+    # The collector's tail-sampling policy, read from the variables otel-collector/config.yaml
+    # reads (no MODELOBS_ prefix: one value feeds both), so that exemplars name only traces
+    # the collector keeps (telemetry/exemplars.py). The defaults are config.yaml's.
+    tail_sampling_percent: float = Field(
+        default=10.0, ge=0, le=100, validation_alias="TAIL_SAMPLING_PERCENT"
+    )
+    tail_sampling_latency_ms: int = Field(
+        default=500, ge=0, validation_alias="TAIL_SAMPLING_LATENCY_MS"
+    )
+    tail_sampling_hash_salt: str = Field(
+        default="modelobs", validation_alias="TAIL_SAMPLING_HASH_SALT"
+    )
 
 
 @lru_cache(maxsize=1)

@@ -126,6 +126,9 @@ def e2e(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Itera
         "OTEL_METRIC_EXPORT_INTERVAL": "2000",
         "OTEL_BSP_SCHEDULE_DELAY": "300",
         "OTEL_BLRP_SCHEDULE_DELAY": "300",
+        # The exemplar filter mirrors the collector's tail-sampling policy.
+        "TAIL_SAMPLING_LATENCY_MS": str(TAIL_LATENCY_MS),
+        "TAIL_SAMPLING_PERCENT": str(TAIL_PERCENT),
     }
     cfg = native.StackConfig(
         run_dir=run_dir,

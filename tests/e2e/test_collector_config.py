@@ -1,4 +1,5 @@
-"""The collector's own `validate` accepts the shipped config and rejects a broken copy."""
+"""The collector's own `validate` accepts the shipped drop-in config alone and with the test
+overlay (whose exporter lists are appended), and rejects a broken copy."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from deploy.native import REPO
 
 pytestmark = pytest.mark.e2e
@@ -13,10 +15,16 @@ pytestmark = pytest.mark.e2e
 CONFIG = REPO / "otel-collector" / "config.yaml"
 
 
-def validate(otelcol: str, config: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+OVERLAY = REPO / "otel-collector" / "overlays" / "test-files.yaml"
+APPEND_LISTS = "--feature-gates=confmap.enableMergeAppendOption"
+
+
+def validate(
+    otelcol: str, config: Path, tmp_path: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
     env = {"COLLECTOR_STORAGE_DIR": str(tmp_path / "storage"), "PATH": "/usr/bin:/bin"}
     return subprocess.run(
-        [otelcol, "validate", f"--config={config}"],
+        [otelcol, "validate", f"--config={config}", *extra],
         capture_output=True,
         text=True,
         timeout=60,
@@ -28,6 +36,32 @@ def validate(otelcol: str, config: Path, tmp_path: Path) -> subprocess.Completed
 def test_shipped_config_validates(bins: dict[str, str], tmp_path: Path) -> None:
     result = validate(bins["OTELCOL_BIN"], CONFIG, tmp_path)
     assert result.returncode == 0, f"validate failed:\n{result.stdout}\n{result.stderr}"
+
+
+def test_config_with_the_test_overlay_validates_and_appends(
+    bins: dict[str, str], tmp_path: Path
+) -> None:
+    otelcol = bins["OTELCOL_BIN"]
+    result = validate(otelcol, CONFIG, tmp_path, f"--config={OVERLAY}", APPEND_LISTS)
+    assert result.returncode == 0, f"validate failed:\n{result.stdout}\n{result.stderr}"
+    printed = subprocess.run(
+        [otelcol, "print-config", f"--config={CONFIG}", f"--config={OVERLAY}", APPEND_LISTS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"COLLECTOR_STORAGE_DIR": str(tmp_path / "storage"), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert printed.returncode == 0, printed.stderr
+    pipelines = yaml.safe_load(printed.stdout)["service"]["pipelines"]
+    # Appended to, not replaced: Jaeger and the log store still get their data.
+    assert pipelines["traces/sampled"]["exporters"] == [
+        "otlp_grpc/jaeger",
+        "span_metrics/sampled",
+        "file/traces",
+    ]
+    assert pipelines["logs"]["exporters"][-1] == "file/logs"
+    assert len(pipelines["logs"]["exporters"]) == 2, pipelines["logs"]
 
 
 def test_unknown_exporter_in_pipeline_is_rejected(bins: dict[str, str], tmp_path: Path) -> None:

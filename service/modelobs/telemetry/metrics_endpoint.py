@@ -3,8 +3,8 @@
 
 The series are the ones the OTLP path gives through the collector's Prometheus exporter:
 the same names (the exporter's own unit and ``_total`` suffixes) and the same resource
-labels (``service_name``, ``service_instance_id``, ... as the collector's
-``resource_constant_labels`` copies them), so dashboards and rules read either path.
+labels (``service_name``, ``service_namespace``, ``service_instance_id``, the ones the
+collector's ``resource_constant_labels`` copies), so dashboards and rules read either path.
 ``job`` and ``instance`` come from the scrape config (deploy/prometheus/pull/).
 
 Each app has its own ``CollectorRegistry``: two apps in one process (tests) never merge,
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from .providers import Telemetry
 
 METRICS_PATH = "/metrics"
-# What the collector's prometheus exporter leaves out of its resource labels
-# (otel-collector/config.yaml, resource_constant_labels.excluded).
-NOT_LABELS = ("telemetry.sdk.", "telemetry.auto.", "process.")
+# The resource attributes the collector's prometheus exporter copies onto every series
+# (otel-collector/config.yaml, resource_constant_labels.included; tests hold them equal).
+RESOURCE_LABELS = frozenset({"service.name", "service.namespace", "service.instance.id"})
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -36,7 +36,7 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 def is_resource_label(key: str) -> bool:
     """Resource attributes copied onto every series as labels."""
-    return not key.startswith(NOT_LABELS)
+    return key in RESOURCE_LABELS
 
 
 def prometheus_reader() -> tuple[PrometheusMetricReader, CollectorRegistry]:

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from .. import __version__
+from .exemplars import exemplar_filter
 from .http_views import unused_http_instrument_views
 
 if TYPE_CHECKING:
@@ -218,7 +219,10 @@ def build_telemetry(
             pull_reader, registry = prometheus_reader()
             readers.append(pull_reader)
     meter_provider = SdkMeterProvider(
-        resource=resource, metric_readers=readers, views=unused_http_instrument_views()
+        resource=resource,
+        metric_readers=readers,
+        views=unused_http_instrument_views(),
+        exemplar_filter=exemplar_filter(),
     )
     if otlp_exporter is not None:
         # Its failed exports are counted too, on the provider that did not exist before.
