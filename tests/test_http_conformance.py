@@ -303,7 +303,12 @@ def test_server_request_hook_runs_in_both_and_never_fails_a_request() -> None:
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-def test_latency_exemplar_names_the_trace_and_span_it_measured(implementation: str) -> None:
+def test_latency_exemplar_names_the_trace_and_span_it_measured(
+    implementation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK's trace-based filter: which traces get exemplars in production (only those tail
+    # sampling keeps) is tests/test_exemplars.py's subject, not the instrumentation's.
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "trace_based")
     statuses, spans, metrics = run(implementation, [("GET", "/items/3", {})])
     assert statuses == [200]
     (server,) = spans
