@@ -16,7 +16,7 @@ from ..model import store
 from ..model.store import ModelBundle
 from ..monitoring.drift.events import log_drift_change
 from ..monitoring.model_monitor import ModelMonitor
-from ..monitoring.prediction_log import PredictionLog
+from ..monitoring.store import PredictionStore, open_store
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, run_as
 from .monitor_routes import NoMonitor, add_monitor_routes
@@ -58,7 +58,7 @@ def create_app(
     telemetry, owns_telemetry = start_telemetry(SERVICE_NAME, settings, telemetry)
     state: dict[str, ModelMonitor] = {}
 
-    async def start(feed: PredictionLog) -> None:
+    async def start(feed: PredictionStore) -> None:
         loaded = bundle or await wait_for_bundle(settings)
         monitor = ModelMonitor(
             loaded, settings, telemetry.meter, feed, run_as(telemetry, log_drift_change)
@@ -66,13 +66,13 @@ def create_app(
         monitor.start()
         state["monitor"] = monitor
         logger.bind(event="monitor_started", **{"model.version": loaded.schema.version}).info(
-            "monitoring {} {} from {}", loaded.schema.name, loaded.schema.version, feed.path
+            "monitoring {} {} from {}", loaded.schema.name, loaded.schema.version, feed.where
         )
 
     @asynccontextmanager
     async def resources() -> AsyncIterator[None]:
         # Only read here: the writer's own metrics would be zeros under this service.
-        feed = PredictionLog(settings.prediction_db, NoOpMeter("model-monitor"))
+        feed = open_store(settings, NoOpMeter("model-monitor"))
         await asyncio.to_thread(feed.start)
         starting = asyncio.create_task(start(feed))
         try:

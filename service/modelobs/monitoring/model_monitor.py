@@ -31,8 +31,8 @@ from opentelemetry import metrics
 from ..model.store import ModelBundle
 from ..settings import Settings
 from .drift import DriftMonitor, DriftReport, DriftSettings, FeatureSpec
-from .prediction_log import PredictionRow
 from .quality import QualitySummary, QualityTracker
+from .store import PredictionRow
 
 
 class PredictionFeed(Protocol):
