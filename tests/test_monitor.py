@@ -81,10 +81,12 @@ def _rows(bundle: ModelBundle, scenario: Scenario, first: int, n: int) -> list[P
 
 
 @pytest.fixture
-def settings(model_dir: Path, tmp_path: Path) -> Settings:
+def settings(model_dir: Path, tmp_path: Path, store_db: str) -> Settings:
+    """Each test against SQLite and PostgreSQL."""
     return make_settings(
         model_dir,
         tmp_path,
+        prediction_db=store_db,
         drift_window=1000,
         drift_min_window=200,
         quality_window=150,
@@ -225,12 +227,15 @@ def test_rows_of_another_model_version_stay_out_of_the_windows(
         feed.stop()
 
 
-def test_serve_monitor_apart_from_the_model_service(model_dir: Path, tmp_path: Path) -> None:
+def test_serve_monitor_apart_from_the_model_service(
+    model_dir: Path, tmp_path: Path, store_db: str
+) -> None:
     """MODELOBS_MONITOR=off: the model service only stores; `serve monitor` (its own
     service.name) serves /drift and /quality and exports the gauges, once."""
     settings = make_settings(
         model_dir,
         tmp_path,
+        prediction_db=store_db,
         monitor="off",
         drift_window=300,
         drift_min_window=200,
