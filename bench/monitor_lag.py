@@ -18,7 +18,8 @@ old it was then:
 
     .venv/bin/python bench/monitor_lag.py                  # SQLite, 30 s, writes results
     .venv/bin/python bench/monitor_lag.py --quick          # 8 s, prints only
-    .venv/bin/python bench/monitor_lag.py --postgres-url postgresql://...  # PostgreSQL too
+    .venv/bin/python bench/monitor_lag.py --postgres       # and a throwaway PostgreSQL
+    .venv/bin/python bench/monitor_lag.py --postgres-url postgresql://...  # or this one
 """
 
 from __future__ import annotations
@@ -247,19 +248,33 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of writing")
     parser.add_argument("--quick", action="store_true", help="8 s, results not written")
     parser.add_argument("--postgres-url", help="also run against this PostgreSQL database")
+    parser.add_argument(
+        "--postgres", action="store_true", help="also run against a throwaway PostgreSQL server"
+    )
     args = parser.parse_args()
     duration = 8.0 if args.quick else args.duration
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         train_and_save(model_dir)
         runs = [("sqlite", str(Path(tmp) / "predictions.db"))]
-        if args.postgres_url:
+        server = None
+        if args.postgres:
+            from deploy.native.net import free_port
+            from deploy.native.postgres import PostgresServer
+
+            server = PostgresServer(free_port()).start()
+            runs.append(("postgresql", server.create_database("monitor_lag")))
+        elif args.postgres_url:
             runs.append(("postgresql", args.postgres_url))
         results = []
-        for name, location in runs:
-            result = run_one(name, location, model_dir, args.rate, duration)
-            _print(result)
-            results.append(result)
+        try:
+            for name, location in runs:
+                result = run_one(name, location, model_dir, args.rate, duration)
+                _print(result)
+                results.append(result)
+        finally:
+            if server is not None:
+                server.stop()
     if not args.quick:
         out = write_results(
             "monitor_lag",

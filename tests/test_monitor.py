@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -105,14 +106,21 @@ def replicas(settings: Settings) -> Iterator[list[PredictionStore]]:
         store.stop()
 
 
+@contextmanager
 def _monitor(
     bundle: ModelBundle, settings: Settings
-) -> tuple[ModelMonitor, PredictionStore, InMemoryMetricReader]:
+) -> Iterator[tuple[ModelMonitor, PredictionStore, InMemoryMetricReader]]:
+    """A monitor on its own connection to the store (no poll thread: tests call catch_up)."""
     reader = InMemoryMetricReader()
     meter = MeterProvider(metric_readers=[reader]).get_meter("test")
     feed = open_store(settings)
     feed.start()
-    return ModelMonitor(bundle, settings, meter, feed), feed, reader
+    monitor = ModelMonitor(bundle, settings, meter, feed)
+    try:
+        yield monitor, feed, reader
+    finally:
+        monitor.stop()
+        feed.stop()
 
 
 def _catch_up(monitor: ModelMonitor, predictions: int, labels: int) -> None:
@@ -127,22 +135,21 @@ def _catch_up(monitor: ModelMonitor, predictions: int, labels: int) -> None:
 def test_one_monitor_over_two_replicas(
     bundle: ModelBundle, settings: Settings, replicas: list[PredictionStore]
 ) -> None:
-    steady, shifted = replicas
-    monitor, feed, reader = _monitor(bundle, settings)  # running before the traffic
-    steady.submit(_rows(bundle, Scenario(), 0, 300))
-    shifted.submit(_rows(bundle, SHIFTED, 300, 300))  # the shift reaches one replica only
-    for store in replicas:
-        assert store.flush()
-    # Labels sent to the replica that did not make the prediction; 30 % of them wrong.
-    classes = bundle.schema.classes
-    made = {r.prediction_id: r for r in steady.between(0, time.time() + 1, 10_000)}
-    assert len(made) == 600
-    for i, (pid, row) in enumerate(sorted(made.items())[:200]):
-        true = row.prediction if i % 10 < 7 else next(c for c in classes if c != row.prediction)
-        other = shifted if i % 2 else steady
-        assert other.label(pid, true)[0].value == "accepted"
+    with _monitor(bundle, settings) as (monitor, feed, reader):  # there before the traffic
+        steady, shifted = replicas
+        steady.submit(_rows(bundle, Scenario(), 0, 300))
+        shifted.submit(_rows(bundle, SHIFTED, 300, 300))  # the shift reaches one replica only
+        for store in replicas:
+            assert store.flush()
+        # Labels sent to the replica that did not make the prediction; 30 % of them wrong.
+        classes = bundle.schema.classes
+        made = {r.prediction_id: r for r in steady.between(0, time.time() + 1, 10_000)}
+        assert len(made) == 600
+        for i, (pid, row) in enumerate(sorted(made.items())[:200]):
+            true = row.prediction if i % 10 < 7 else next(c for c in classes if c != row.prediction)
+            other = shifted if i % 2 else steady
+            assert other.label(pid, true)[0].value == "accepted"
 
-    try:
         _catch_up(monitor, 600, 200)
         report = monitor.drift.compute()
         assert report.window.size == 600  # every prediction of both replicas, once
@@ -170,9 +177,6 @@ def test_one_monitor_over_two_replicas(
         assert steady.flush()
         _catch_up(monitor, 650, 200)
         assert monitor.drift.compute().window.size == 650
-    finally:
-        monitor.stop()
-        feed.stop()
 
 
 def test_a_restarted_monitor_rebuilds_its_windows_without_counting_again(
@@ -184,14 +188,11 @@ def test_a_restarted_monitor_rebuilds_its_windows_without_counting_again(
     assert store.flush()
     for row in rows[:40]:
         store.label(row.prediction_id, row.prediction)
-    first, first_feed, _ = _monitor(bundle, settings)
-    _catch_up(first, 120, 40)
-    before = first.quality_summary()
-    first.stop()
-    first_feed.stop()
+    with _monitor(bundle, settings) as (first, _, _):
+        _catch_up(first, 120, 40)
+        before = first.quality_summary()
 
-    again, feed, reader = _monitor(bundle, settings)
-    try:
+    with _monitor(bundle, settings) as (again, _, reader):
         _catch_up(again, 120, 40)
         assert again.quality_summary() == before
         assert again.drift.compute().window.size == 120
@@ -201,9 +202,6 @@ def test_a_restarted_monitor_rebuilds_its_windows_without_counting_again(
         _catch_up(again, 120, 41)
         (delays,) = _points(reader)["modelobs.label.delay"]
         assert delays.count == 1
-    finally:
-        again.stop()
-        feed.stop()
 
 
 def test_rows_of_another_model_version_stay_out_of_the_windows(
@@ -217,14 +215,10 @@ def test_rows_of_another_model_version_stay_out_of_the_windows(
     ]
     store.submit(ours + theirs)
     assert store.flush()
-    monitor, feed, _ = _monitor(bundle, settings)
-    try:
+    with _monitor(bundle, settings) as (monitor, _, _):
         _catch_up(monitor, 50, 0)
         assert monitor.rows_skipped == 20
         assert monitor.drift.compute().window.size == 30
-    finally:
-        monitor.stop()
-        feed.stop()
 
 
 def test_serve_monitor_apart_from_the_model_service(
