@@ -11,8 +11,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psycopg
 import pytest
 import uvicorn
+from deploy.native.postgres import PostgresServer
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
@@ -24,8 +26,10 @@ from modelobs.model.store import ModelBundle
 from modelobs.monitoring.model_monitor import ModelMonitor
 from modelobs.monitoring.store import PredictionRow, PredictionStore, open_store
 from modelobs.settings import Settings
+from modelobs.telemetry import configure_logging, current_telemetry
 
 from .conftest import VALID_RECORD, make_settings
+from .postgres import fresh_database
 from .servers import captured, free_port, serve
 
 SHIFTED = SuddenShift(features=("monthly_charges",), shift_sd=1.5, at_s=0)
@@ -121,6 +125,14 @@ def _monitor(
     finally:
         monitor.stop()
         feed.stop()
+
+
+def _write(settings: Settings, rows: list[PredictionRow]) -> None:
+    """What one replica's store writes, then stops (its connections closed)."""
+    store = open_store(settings)
+    store.start()
+    store.submit(rows)
+    store.stop()
 
 
 def _catch_up(monitor: ModelMonitor, predictions: int, labels: int) -> None:
@@ -315,3 +327,39 @@ def test_embedded_monitor_serves_quality_from_the_model_service(
     cap.telemetry.shutdown()
     assert quality["window_size"] == 4 and quality["accuracy"] == 0.75
     assert quality["classes"]["churn"] == {"precision": 0.75, "recall": 1.0, "f1": 6 / 7}
+
+
+def test_the_monitor_outlives_a_dropped_store_connection(
+    bundle: ModelBundle, model_dir: Path, tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """PostgreSQL drops the monitor's connection: the poll that meets it is logged (once),
+    the windows stay, the next poll reconnects and reads on from its cursor."""
+    settings = make_settings(
+        model_dir,
+        tmp_path,
+        prediction_db=fresh_database(postgres_server),
+        monitor_poll_interval_s=0.05,
+    )
+    cap = captured("model-monitor")
+    configure_logging()
+    token = current_telemetry.set(cap.telemetry)  # the poll thread logs as this service
+    try:
+        with _monitor(bundle, settings) as (monitor, _, _):
+            monitor.start()
+            _write(settings, _rows(bundle, Scenario(), 0, 40))
+            _wait(lambda: monitor.rows_read == 40, "the first rows")
+            database = str(settings.prediction_db).rpartition("/")[2]
+            with psycopg.connect(postgres_server.url(database), autocommit=True) as admin:
+                (killed,) = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+            assert killed >= 1
+            _write(settings, _rows(bundle, Scenario(), 40, 25))
+            _wait(lambda: monitor.rows_read == 65, "the rows after the dropped connection")
+            assert monitor.drift.compute().window.size == 65
+    finally:
+        current_telemetry.reset(token)
+    failures = [r for r in cap.log_records() if r.attributes.get("event") == "monitor_read_failed"]
+    assert len(failures) == 1
+    cap.telemetry.shutdown()
