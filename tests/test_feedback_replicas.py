@@ -43,7 +43,9 @@ async def _predict_then_label_elsewhere(urls: list[str]) -> tuple[dict[str, str]
 
 
 def test_cross_replica_feedback_race(store_db: str, model_dir: Path, tmp_path: Path) -> None:
-    env = model_env(store_db, model_dir)
+    # Each replica writes its buffer once a second: nearly every label arrives before the
+    # prediction it names is in the store (with MODELOBS_FEEDBACK_WAIT_S=0 most are 404s).
+    env = model_env(store_db, model_dir, MODELOBS_PREDICTION_LOG_FLUSH_INTERVAL_S="1.0")
     with model_replicas(2, env, tmp_path) as urls:
         labels, answers = asyncio.run(_predict_then_label_elsewhere(urls))
         assert answers == {(200, "recorded"): PAIRS}  # 0 wrong 404s, none twice
