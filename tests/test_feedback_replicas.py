@@ -19,13 +19,17 @@ CONCURRENCY = 32
 
 
 async def _predict_then_label_elsewhere(urls: list[str]) -> tuple[dict[str, str], Counter]:
-    """PAIRS predictions spread over both replicas, each labelled at the other one at once."""
+    """PAIRS predictions made by the first replica, each labelled at the second one at once.
+
+    One direction on purpose: a replica writes its own buffer out before it answers a
+    label (so a label sent back to where the prediction was made never waits); labels
+    sent both ways would keep both buffers flushed and hide the race this test is for."""
     labels: dict[str, str] = {}
     answers: Counter = Counter()
     async with httpx.AsyncClient(timeout=30) as client:
 
         async def pair(i: int) -> None:
-            made, other = urls[i % 2], urls[(i + 1) % 2]
+            made, other = urls
             r = await client.post(f"{made}/predict", json={"record": VALID_RECORD})
             assert r.status_code == 200, r.text
             pid = r.json()["predictions"][0]["prediction_id"]
@@ -43,9 +47,9 @@ async def _predict_then_label_elsewhere(urls: list[str]) -> tuple[dict[str, str]
 
 
 def test_cross_replica_feedback_race(store_db: str, model_dir: Path, tmp_path: Path) -> None:
-    # Each replica writes its buffer once a second: nearly every label arrives before the
-    # prediction it names is in the store (with MODELOBS_FEEDBACK_WAIT_S=0 most are 404s).
-    env = model_env(store_db, model_dir, MODELOBS_PREDICTION_LOG_FLUSH_INTERVAL_S="1.0")
+    # Replicas write their buffer every 0.5 s: nearly every label arrives before the
+    # prediction it names is in the store (MODELOBS_FEEDBACK_WAIT_S=0 makes most of them 404).
+    env = model_env(store_db, model_dir, MODELOBS_PREDICTION_LOG_FLUSH_INTERVAL_S="0.5")
     with model_replicas(2, env, tmp_path) as urls:
         labels, answers = asyncio.run(_predict_then_label_elsewhere(urls))
         assert answers == {(200, "recorded"): PAIRS}  # 0 wrong 404s, none twice
