@@ -1,12 +1,11 @@
-"""The prediction log: nothing answered is lost on a graceful stop; look-ups; drops counted."""
+"""The prediction log: nothing answered is lost on a graceful stop (each store); look-ups;
+drops counted. The store itself: test_store.py."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,8 +16,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from modelobs.monitoring.prediction_log import PredictionLog, PredictionRow
 
 from .conftest import VALID_RECORD, Stack
-from .processes import MODELOBS, wait_ready
-from .servers import free_port
+from .stores import model_env, model_process, stored
 
 
 def _row(i: int) -> PredictionRow:
@@ -60,7 +58,8 @@ def test_full_queue_drops_are_counted(tmp_path: Path) -> None:
     assert [p.value for p in points["modelobs.prediction_log.queue.size"]] == [10]
 
 
-def test_rows_carry_the_trace_id(stack: Stack) -> None:
+def test_rows_carry_the_trace_id(store_stack: Stack) -> None:
+    stack = store_stack
     response = httpx.post(f"{stack.model_url}/predict", json={"record": VALID_RECORD})
     pid = response.json()["predictions"][0]["prediction_id"]
     server = next(s for s in stack.model.finished_spans() if s.name == "POST /predict")
@@ -93,24 +92,10 @@ async def _hammer(url: str, answered: list[str], stop_at: float) -> None:
 
 
 def test_graceful_stop_under_load_loses_no_answered_prediction(
-    tmp_path: Path, model_dir: Path
+    store_db: str, model_dir: Path, tmp_path: Path
 ) -> None:
-    db = tmp_path / "predictions.db"
-    port = free_port()
     log_path = tmp_path / "model.log"
-    env = {
-        **os.environ,
-        "OTEL_SDK_DISABLED": "true",
-        "MODELOBS_MODEL_DIR": str(model_dir),
-        "MODELOBS_PREDICTION_DB": str(db),
-    }
-    with open(log_path, "wb") as fh:
-        proc = subprocess.Popen(
-            [MODELOBS, "serve", "model", "--port", str(port)], env=env, stdout=fh, stderr=fh
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(f"{url}/readyz", proc, log_path)
+    with model_process(model_env(store_db, model_dir), log_path) as (url, proc):
         answered: list[str] = []
 
         async def load_then_stop() -> None:
@@ -123,10 +108,6 @@ def test_graceful_stop_under_load_loses_no_answered_prediction(
         # uvicorn finishes in-flight requests and the lifespan, then re-raises the signal.
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
         assert "Application shutdown complete." in log_path.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert len(answered) > 200, "the load did not get going"
-    stored = {r[0] for r in sqlite3.connect(db).execute("SELECT prediction_id FROM predictions")}
-    missing = set(answered) - stored
+    missing = set(answered) - {r.prediction_id for r in stored(store_db)}
     assert not missing, f"{len(missing)} of {len(answered)} answered predictions not stored"
