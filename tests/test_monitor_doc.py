@@ -11,7 +11,7 @@ from deploy.native import REPO
 RESULTS = json.loads((REPO / "bench" / "results" / "monitor_lag.json").read_text())
 RUNS = {run["store"]: run for run in RESULTS["runs"]}
 BENCH_DOC = (REPO / "bench" / "README.md").read_text()
-README = (REPO / "README.md").read_text()
+README = " ".join((REPO / "README.md").read_text().split())  # wrapped lines joined
 
 
 def _row(run: dict) -> str:
