@@ -23,7 +23,7 @@ import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from loguru import logger
@@ -140,30 +140,36 @@ class ModelMonitor:
         self._caught_up_at = started
         return read
 
+    def _batches(
+        self, read: Callable[[int, int], tuple[list[PredictionRow], int]], cursor: int
+    ) -> Iterator[tuple[list[PredictionRow], int]]:
+        """One feed's rows after ``cursor``, a batch at a time, until a short batch."""
+        while True:
+            rows, cursor = read(cursor, self._batch)
+            yield rows, cursor
+            if len(rows) < self._batch:
+                return
+
     def read_predictions(self) -> int:
         """New predictions into the drift window, in store order."""
         read = 0
         with self._predictions_lock:
-            while True:
-                rows, self._prediction_cursor = self._feed.predictions_after(
-                    self._prediction_cursor, self._batch
-                )
+            feed = self._batches(self._feed.predictions_after, self._prediction_cursor)
+            for rows, self._prediction_cursor in feed:
                 mine = [r for r in rows if r.model_version == self.model_version]
                 if mine:
                     self.drift.observe([r.features for r in mine], [r.created_at for r in mine])
                 self.rows_skipped += len(rows) - len(mine)
+                self.rows_read += len(rows)
                 read += len(rows)
-                if len(rows) < self._batch:
-                    break
-            self.rows_read += read
         return read
 
     def read_labels(self) -> int:
         """New labels into the quality window, in the order they arrived."""
         read = 0
         with self._labels_lock:
-            while True:
-                rows, self._label_cursor = self._feed.labels_after(self._label_cursor, self._batch)
+            feed = self._batches(self._feed.labels_after, self._label_cursor)
+            for rows, self._label_cursor in feed:
                 for r in rows:
                     if r.model_version != self.model_version or r.true_label is None:
                         continue
@@ -171,10 +177,8 @@ class ModelMonitor:
                     new = labelled_at >= self._started_at
                     delay = labelled_at - r.created_at if new else None
                     self.quality.add(r.prediction, r.true_label, delay)
+                self.labels_read += len(rows)
                 read += len(rows)
-                if len(rows) < self._batch:
-                    break
-            self.labels_read += read
         return read
 
     def _refresh_labels(self) -> None:
