@@ -80,11 +80,7 @@ class PostgresStore(PredictionStore):
 
     def _open(self) -> None:
         self._reader = self._connect()
-        try:
-            migrate(self._reader, self.where)
-        except BaseException:
-            self._close()
-            raise
+        migrate(self._reader, self.where)
 
     def _close(self) -> None:
         if self._reader is not None:

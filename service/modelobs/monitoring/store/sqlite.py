@@ -62,11 +62,7 @@ class SQLiteStore(PredictionStore):
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._reader = connect(self.path)
-        try:
-            migrate(self._reader, self.where)
-        except BaseException:
-            self._close()
-            raise
+        migrate(self._reader, self.where)
 
     def _close(self) -> None:
         if self._reader is not None:
