@@ -256,3 +256,13 @@ def test_bench_readme_quotes_the_store_results() -> None:
     for store, runs in results["results"].items():
         for run in runs:
             assert f"| {names[store]} | {run['writers']} | {run['rows_per_s']} |" in readme
+
+
+def test_postgres_predictions_without_a_schema_version_are_refused(
+    postgres_server: PostgresServer,
+) -> None:
+    url = fresh_database(postgres_server)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE predictions (prediction_id TEXT PRIMARY KEY)")
+    with pytest.raises(SchemaVersionError, match="no schema_version"):
+        _store(url).start()

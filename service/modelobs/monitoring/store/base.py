@@ -163,7 +163,11 @@ class PredictionStore(ABC):
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> None:
-        self._open()
+        try:
+            self._open()
+        except BaseException:  # e.g. a schema refused: leave no connection behind
+            self._close()
+            raise
         writer = self._open_writer()
         # The writer logs in the context of whoever started it (its service's telemetry).
         context = contextvars.copy_context()
