@@ -25,9 +25,18 @@ def _train(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .workers import WorkersRefused, prepare_workers
+
     if args.app == "gateway" and args.model_url:
-        os.environ["MODELOBS_MODEL_URL"] = args.model_url
+        os.environ["MODELOBS_MODEL_URLS"] = args.model_url
     get_settings.cache_clear()
+    try:
+        notes = prepare_workers(args.app, args.workers, get_settings())
+    except WorkersRefused as refused:
+        print(f"modelobs serve: {refused}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"modelobs serve: {note}", file=sys.stderr)
     target = {
         "model": "modelobs.apps.model_service:create_app",
         "gateway": "modelobs.apps.gateway:create_app",
@@ -76,8 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port", type=int, default=None, help="default 8000 (model), 8080 (gateway)"
     )
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--model-url", help="gateway only; default MODELOBS_MODEL_URL")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port, each with its own telemetry (see README)",
+    )
+    serve.add_argument(
+        "--model-url",
+        help="gateway only: one model-service URL or several, comma-separated "
+        "(default MODELOBS_MODEL_URLS, else MODELOBS_MODEL_URL)",
+    )
     serve.add_argument("--access-log", action="store_true", help="also log every request")
     serve.set_defaults(run=_serve)
 
