@@ -14,7 +14,10 @@ from modelobs.model.store import ModelBundle, load
 from modelobs.model.train import train_and_save
 from modelobs.settings import Settings
 
+from .postgres import STORES, fresh_database, postgres_server
 from .servers import Captured, captured, free_port, serve
+
+__all__ = ["postgres_server"]  # a session fixture, shared by every test module
 
 VALID_RECORD = EXAMPLE_RECORD
 
@@ -62,3 +65,11 @@ def stack(model_dir: Path, tmp_path: Path) -> Iterator[Stack]:
         yield Stack(model_url, gateway_url, model_tel, gateway_tel)
     model_tel.telemetry.shutdown()
     gateway_tel.telemetry.shutdown()
+
+
+@pytest.fixture(params=STORES)
+def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A MODELOBS_PREDICTION_DB value for each store: a SQLite path, a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "predictions.db")
+    return fresh_database(request.getfixturevalue("postgres_server"))

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,9 +58,15 @@ class Settings(BaseSettings):
     # Share of predictions (0..1) that fail with a 500, for error-ratio drills.
     fault_error_rate: float = Field(default=0.0, ge=0, le=1)
 
-    # Prediction log (SQLite) and drift monitor.
-    prediction_db: Path = Path("var/predictions.db")
+    # The prediction store: a SQLite file path, or a postgresql:// URL shared by replicas.
+    prediction_db: Path | str = Path("var/predictions.db")
     prediction_log_queue: int = Field(default=10_000, ge=1)
+    prediction_log_batch: int = Field(default=1000, ge=1)
+    # The most a SIGKILL loses: what was answered in the last interval (graceful stop: none).
+    prediction_log_flush_interval_s: float = Field(default=0.1, gt=0, le=10)
+    # Feedback or a look-up for a prediction id minted this recently, not yet in the shared
+    # store (another replica's buffer), is retried until then; older unknown ids are a 404.
+    feedback_wait_s: float = Field(default=2.0, ge=0, le=30)
     drift_window: int = Field(default=1000, ge=10)
     drift_window_seconds: float | None = None
     drift_min_window: int = Field(default=200, ge=10)
@@ -80,6 +86,14 @@ class Settings(BaseSettings):
     tail_sampling_hash_salt: str = Field(
         default="modelobs", validation_alias="TAIL_SAMPLING_HASH_SALT"
     )
+
+    @field_validator("prediction_db")
+    @classmethod
+    def _path_unless_url(cls, value: Path | str) -> Path | str:
+        """A postgresql:// URL stays a string (a Path would fold its "//"); all else is a path."""
+        if isinstance(value, str) and not value.startswith(("postgresql://", "postgres://")):
+            return Path(value)
+        return value
 
 
 @lru_cache(maxsize=1)

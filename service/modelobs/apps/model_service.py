@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from ..model.train import train_and_save
 from ..monitoring.drift import DriftMonitor, DriftSettings, FeatureSpec
 from ..monitoring.drift.events import log_drift_change
 from ..monitoring.model_metrics import ModelMetrics
-from ..monitoring.prediction_log import FeedbackOutcome, PredictionLog, PredictionRow
 from ..monitoring.quality import QualityTracker
+from ..monitoring.store import FeedbackOutcome, PredictionRow, new_prediction_id, open_store
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, run_as
 from .api_docs import answers, document_contract, json_body
@@ -85,9 +84,7 @@ class ModelService:
             label: {**self.model_attributes, "prediction.class": label} for label in schema.classes
         }
         meter = telemetry.meter
-        self.prediction_log = PredictionLog(
-            settings.prediction_db, meter, queue_size=settings.prediction_log_queue
-        )
+        self.prediction_log = open_store(settings, meter)
         self.quality = QualityTracker(
             schema.classes, settings.quality_window, meter, self.model_attributes
         )
@@ -207,7 +204,7 @@ class ModelService:
             best = max(range(len(row)), key=row.__getitem__)
             out.append(
                 Prediction(
-                    prediction_id=str(uuid.uuid4()),
+                    prediction_id=new_prediction_id(),  # time-ordered: see feedback
                     label=classes[best],
                     score=round(row[best], 6),
                     probabilities={c: round(p, 6) for c, p in zip(classes, row, strict=True)},
