@@ -23,7 +23,7 @@ def run(target, factory, **options):  # what uvicorn does first: import the fact
     getattr(importlib.import_module(module), name)()
 
 uvicorn.run = run
-codes = [cli.main(["serve", app]) for app in ("model", "gateway")]
+codes = [cli.main(["serve", app]) for app in ("model", "gateway", "monitor")]
 print(json.dumps({"codes": codes, "modules": sorted(m for m in sys.modules if m.startswith("modelobs"))}))
 """
 
@@ -51,9 +51,13 @@ def test_serve_never_imports_the_load_generator(tmp_path: Path) -> None:
     done = _python(SERVE_BOTH_APPS, tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["codes"] == [0, 0]
+    assert result["codes"] == [0, 0, 0]
     modules = set(result["modules"])
-    assert {"modelobs.apps.model_service", "modelobs.apps.gateway"} <= modules
+    assert {
+        "modelobs.apps.model_service",
+        "modelobs.apps.gateway",
+        "modelobs.apps.monitor",
+    } <= modules
     assert not {m for m in modules if m.startswith("modelobs.loadgen")}
 
 

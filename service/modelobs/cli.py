@@ -9,6 +9,8 @@ from pathlib import Path
 
 from .settings import get_settings
 
+DEFAULT_PORTS = {"model": 8000, "gateway": 8080, "monitor": 8002}
+
 
 def _train(args: argparse.Namespace) -> int:
     from .model.train import train_and_save
@@ -29,6 +31,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.app == "gateway" and args.model_url:
         os.environ["MODELOBS_MODEL_URLS"] = args.model_url
+    if args.app == "monitor" and args.workers != 1:
+        print(
+            "modelobs serve monitor: one process computes drift and quality over every "
+            "replica's predictions; --workers must be 1",
+            file=sys.stderr,
+        )
+        return 2
     get_settings.cache_clear()
     try:
         notes = prepare_workers(args.app, args.workers, get_settings())
@@ -40,6 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
     target = {
         "model": "modelobs.apps.model_service:create_app",
         "gateway": "modelobs.apps.gateway:create_app",
+        "monitor": "modelobs.apps.monitor:create_app",
     }[args.app]
     # Logging is ours (JSON + OTLP); uvicorn's own records are routed into it.
     uvicorn.run(
@@ -79,11 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--version", default="1.0.0", help="model version to record")
     train.set_defaults(run=_train)
 
-    serve = commands.add_parser("serve", help="run the model service or the gateway")
-    serve.add_argument("app", choices=["model", "gateway"])
+    serve = commands.add_parser("serve", help="run the model service, the gateway or the monitor")
+    serve.add_argument("app", choices=list(DEFAULT_PORTS))
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument(
-        "--port", type=int, default=None, help="default 8000 (model), 8080 (gateway)"
+        "--port",
+        type=int,
+        default=None,
+        help="default 8000 (model), 8080 (gateway), 8002 (monitor)",
     )
     serve.add_argument(
         "--workers",
@@ -141,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve" and args.port is None:
-        args.port = 8000 if args.app == "model" else 8080
+        args.port = DEFAULT_PORTS[args.app]
     return int(args.run(args))
 
 

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     drift_interval_s: float = Field(default=10.0, gt=0)
     quality_window: int = Field(default=1000, ge=10)
 
+    # The monitor (drift and quality over every replica's predictions, read from the store):
+    # inside ``serve model`` (embedded), or a separate ``modelobs serve monitor`` (off here).
+    monitor: Literal["embedded", "off"] = "embedded"
+    monitor_poll_interval_s: float = Field(default=0.2, gt=0)
+    monitor_batch_size: int = Field(default=1000, ge=1)
+
     # The collector's tail-sampling policy, read from the variables otel-collector/config.yaml
     # reads (no MODELOBS_ prefix: one value feeds both), so that exemplars name only traces
     # the collector keeps (telemetry/exemplars.py). The defaults are config.yaml's.

@@ -12,7 +12,7 @@ inherited across a fork. What several workers would still get wrong is refused o
   beside it) and ``embedded`` is refused;
 * a ``service.instance.id`` pinned in ``OTEL_RESOURCE_ATTRIBUTES`` would be shared by all
   workers, merging their series: each worker appends its pid (telemetry/instance.py);
-* the monitor (``serve monitor``) is one process by design: more than one worker is refused;
+* the monitor (``serve monitor``) is one process by design (refused in cli.py);
 * a first start with no model would have every worker train one into the same directory:
   the parent loads or trains it once before the workers start.
 """
@@ -36,18 +36,13 @@ def prepare_workers(app: str, workers: int, settings: Settings) -> list[str]:
     """Check and set the environment the workers inherit; returns notes for the operator."""
     if workers < 1:
         raise WorkersRefused(f"--workers {workers}: at least 1")
-    os.environ[WORKERS_ENV] = str(workers)
     if workers == 1:
         return []
+    os.environ[WORKERS_ENV] = str(workers)
     if "prometheus" in metrics_exporters():
         raise WorkersRefused(
             f"--workers {workers} with OTEL_METRICS_EXPORTER=prometheus: each scrape would reach "
             "one worker at random; run one worker per port, or push metrics over OTLP"
-        )
-    if app == "monitor":
-        raise WorkersRefused(
-            f"--workers {workers} for the monitor: one monitor computes drift and quality over "
-            "every replica's predictions; run exactly one"
         )
     notes: list[str] = []
     if app == "model":

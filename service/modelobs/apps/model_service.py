@@ -19,10 +19,9 @@ from opentelemetry.trace import Status, StatusCode
 from ..model import store
 from ..model.store import ModelBundle
 from ..model.train import train_and_save
-from ..monitoring.drift import DriftMonitor, DriftSettings, FeatureSpec
 from ..monitoring.drift.events import log_drift_change
 from ..monitoring.model_metrics import ModelMetrics
-from ..monitoring.quality import QualityTracker
+from ..monitoring.model_monitor import ModelMonitor
 from ..monitoring.store import FeedbackOutcome, PredictionRow, new_prediction_id, open_store
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, run_as
@@ -30,11 +29,19 @@ from .api_docs import answers, document_contract, json_body
 from .api_models import ApiContract, FeedbackResponse, PredictResponse
 from .errors import Rejection, error_body, guarded
 from .idempotency import IdempotentAnswers
+from .monitor_routes import NoMonitor, add_monitor_routes
 from .request_body import read_json_body
 from .service_app import create_service_app, start_telemetry
 from .validation import RequestValidator
 
 SERVICE_NAME = "model-service"
+MONITOR_ELSEWHERE = NoMonitor(
+    404,
+    "monitor_elsewhere",
+    "drift and quality are served by the separate monitor (MODELOBS_MONITOR=off): "
+    "GET /drift or /quality on `modelobs serve monitor` (port 8002 by default)",
+    "The monitor runs apart (MODELOBS_MONITOR=off)",
+)
 
 
 class InjectedFault(RuntimeError):
@@ -85,22 +92,13 @@ class ModelService:
         }
         meter = telemetry.meter
         self.prediction_log = open_store(settings, meter)
-        self.quality = QualityTracker(
-            schema.classes, settings.quality_window, meter, self.model_attributes
-        )
-        self.drift = DriftMonitor(
-            [FeatureSpec(f.name, f.kind, f.categories) for f in schema.features],
-            bundle.reference,
-            DriftSettings(
-                window_size=settings.drift_window,
-                window_seconds=settings.drift_window_seconds,
-                min_window=min(settings.drift_min_window, settings.drift_window),
-                recompute_every=settings.drift_recompute_every,
-                recompute_interval_s=settings.drift_interval_s,
-            ),
-            on_change=run_as(telemetry, log_drift_change),
-        )
-        self.drift.register_metrics(meter)
+        # Drift and quality come from the store, never from the request path: here when
+        # embedded, else in `modelobs serve monitor` over every replica's predictions.
+        self.monitor: ModelMonitor | None = None
+        if settings.monitor == "embedded":
+            self.monitor = ModelMonitor(
+                bundle, settings, meter, self.prediction_log, run_as(telemetry, log_drift_change)
+            )
         self.answers = IdempotentAnswers(
             meter,
             window_s=settings.idempotency_window_s,
@@ -111,13 +109,13 @@ class ModelService:
 
     def start(self) -> None:
         self.prediction_log.start()
-        labelled = self.prediction_log.recent_labelled(self.settings.quality_window)
-        self.quality.seed((r.prediction, r.true_label) for r in labelled if r.true_label)
-        self.drift.start()
+        if self.monitor is not None:
+            self.monitor.start()
 
     def stop(self) -> None:
         """After uvicorn has finished in-flight requests: nothing answered is lost."""
-        self.drift.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
         self.prediction_log.stop()
 
     def feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -142,7 +140,6 @@ class ModelService:
             )
         if outcome is FeedbackOutcome.ACCEPTED:
             delay = (row.labelled_at or time.time()) - row.created_at
-            self.quality.add(row.prediction, label, delay)
             log.bind(**{"label.delay_s": round(delay, 3)}).info("label recorded")
         return 200, {
             "prediction_id": prediction_id,
@@ -224,7 +221,6 @@ class ModelService:
             PredictionRow(p.prediction_id, now, version, r, p.label, p.score, trace_id)
             for r, p in zip(records, predictions, strict=True)
         )
-        self.drift.observe(records, now)
         for record, prediction in zip(records, predictions, strict=True):
             attributes = self._class_attributes[prediction.label]
             self.metrics.predictions.add(1, attributes)
@@ -331,8 +327,8 @@ def create_app(
         rows = await asyncio.to_thread(state["service"].prediction_log.between, start, end, limit)
         return {"predictions": [r.to_json() for r in rows]}
 
-    @app.get("/drift")
-    async def drift() -> dict[str, Any]:
-        return state["service"].drift.report().to_dict()
+    add_monitor_routes(
+        app, lambda: state["service"].monitor if "service" in state else None, MONITOR_ELSEWHERE
+    )
 
     return app

@@ -1,11 +1,18 @@
 """Model quality once labels arrive: rolling accuracy, precision, recall and F1 over the last
-N labelled predictions, and how long labels take to arrive."""
+N labelled predictions, and how long labels take to arrive.
+
+All of it is computed in one place, :meth:`QualityTracker.summary`, from one window: the
+gauges and ``GET /quality`` read the same :class:`QualitySummary`. Another quality figure
+(say an estimate that needs no labels) is one more field on the summary and one more row
+in :meth:`QualityTracker._gauges`.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 
 from opentelemetry import metrics
 
@@ -13,8 +20,51 @@ from opentelemetry import metrics
 LABEL_DELAY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 
 
+@dataclass(frozen=True)
+class ClassQuality:
+    """One class's figures; None where undefined (no such predictions, or no such labels)."""
+
+    precision: float | None
+    recall: float | None
+    f1: float | None
+
+
+@dataclass(frozen=True)
+class QualitySummary:
+    """Everything computed over the labelled window (what ``GET /quality`` answers)."""
+
+    window_size: int
+    accuracy: float | None
+    classes: dict[str, ClassQuality]
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def summarise(pairs: Sequence[tuple[str, str]], classes: Sequence[str]) -> QualitySummary:
+    """Accuracy and per-class precision, recall and F1 of (predicted, true) pairs."""
+    accuracy = sum(p == t for p, t in pairs) / len(pairs) if pairs else None
+    per_class: dict[str, ClassQuality] = {}
+    for c in classes:
+        tp = sum(1 for p, t in pairs if p == c and t == c)
+        predicted = sum(1 for p, _ in pairs if p == c)
+        actual = sum(1 for _, t in pairs if t == c)
+        precision = tp / predicted if predicted else None
+        recall = tp / actual if actual else None
+        f1 = None
+        if precision is not None and recall is not None:
+            f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+        per_class[c] = ClassQuality(precision, recall, f1)
+    return QualitySummary(len(pairs), accuracy, per_class)
+
+
 class QualityTracker:
-    """A bounded window of (predicted, true) pairs; gauges computed when collected."""
+    """A bounded window of (predicted, true) pairs; the summary is computed when read, once
+    per change of the window.
+
+    ``refresh`` runs before every read (gauge collection, ``summary()``): the monitor passes
+    its label catch-up, so what a collection exports includes every label stored before it.
+    """
 
     def __init__(
         self,
@@ -22,83 +72,90 @@ class QualityTracker:
         window: int,
         meter: metrics.Meter,
         model_attributes: dict[str, str],
+        refresh: Callable[[], object] | None = None,
     ) -> None:
         self.classes = tuple(classes)
         self._pairs: deque[tuple[str, str]] = deque(maxlen=window)
         self._lock = threading.Lock()
+        self._changes = 0  # bumped by every add; the cached summary is of _summary_at
+        self._summary_at = -1
+        self._summary = summarise((), self.classes)
         self._attributes = model_attributes
+        self._refresh = refresh
         self.label_delay = meter.create_histogram(
             "modelobs.label.delay",
             unit="s",
             description="Time from a prediction to its true label",
             explicit_bucket_boundaries_advisory=list(LABEL_DELAY_BUCKETS),
         )
-        meter.create_observable_gauge(
-            "modelobs.model.accuracy",
-            callbacks=[self._observe_accuracy],
-            description="Accuracy over the last labelled predictions",
-        )
-        for name, index in (("precision", 0), ("recall", 1), ("f1", 2)):
+        for name, unit, description, observe in self._gauges():
             meter.create_observable_gauge(
-                f"modelobs.model.{name}",
-                callbacks=[self._per_class(index)],
-                description=f"{name.capitalize()} per class over the last labelled predictions",
+                name, callbacks=[observe], unit=unit, description=description
             )
-        meter.create_observable_gauge(
-            "modelobs.model.labelled_window.size",
-            callbacks=[lambda _: [metrics.Observation(len(self._pairs), self._attributes)]],
-            unit="{prediction}",
-            description="Labelled predictions the quality gauges are computed over",
-        )
 
-    def seed(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Restore the window from the prediction log after a restart."""
-        with self._lock:
-            self._pairs.extend(pairs)
+    def _gauges(self) -> list[tuple[str, str, str, Callable[..., list[metrics.Observation]]]]:
+        """(name, unit, description, callback) of every quality gauge."""
+        per_class = [
+            (
+                f"modelobs.model.{name}",
+                "",
+                f"{name.capitalize()} per class over the last labelled predictions",
+                self._per_class(name),
+            )
+            for name in ("precision", "recall", "f1")
+        ]
+        return [
+            (
+                "modelobs.model.accuracy",
+                "",
+                "Accuracy over the last labelled predictions",
+                self._observe(lambda s: s.accuracy),
+            ),
+            *per_class,
+            (
+                "modelobs.model.labelled_window.size",
+                "{prediction}",
+                "Labelled predictions the quality gauges are computed over",
+                self._observe(lambda s: s.window_size),
+            ),
+        ]
 
-    def add(self, predicted: str, true: str, delay_s: float) -> None:
+    def add(self, predicted: str, true: str, delay_s: float | None) -> None:
+        """One label; ``delay_s`` None when the label is not new (a replay after a restart)."""
         with self._lock:
             self._pairs.append((predicted, true))
-        self.label_delay.record(max(delay_s, 0.0), self._attributes)
+            self._changes += 1
+        if delay_s is not None:
+            self.label_delay.record(max(delay_s, 0.0), self._attributes)
 
-    def accuracy(self) -> float | None:
+    def extend(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Labels already counted elsewhere (no delay recorded)."""
         with self._lock:
-            pairs = list(self._pairs)
-        if not pairs:
-            return None
-        return sum(p == t for p, t in pairs) / len(pairs)
+            self._pairs.extend(pairs)
+            self._changes += 1
 
-    def per_class(self) -> dict[str, tuple[float | None, float | None, float | None]]:
-        """class → (precision, recall, F1); None where undefined (no such predictions)."""
+    def summary(self) -> QualitySummary:
+        if self._refresh is not None:
+            self._refresh()
         with self._lock:
-            pairs = list(self._pairs)
-        out: dict[str, tuple[float | None, float | None, float | None]] = {}
-        for c in self.classes:
-            tp = sum(1 for p, t in pairs if p == c and t == c)
-            predicted = sum(1 for p, _ in pairs if p == c)
-            actual = sum(1 for _, t in pairs if t == c)
-            precision = tp / predicted if predicted else None
-            recall = tp / actual if actual else None
-            f1 = None
-            if precision is not None and recall is not None:
-                f1 = (
-                    0.0
-                    if precision + recall == 0
-                    else 2 * precision * recall / (precision + recall)
-                )
-            out[c] = (precision, recall, f1)
-        return out
+            if self._summary_at != self._changes:
+                self._summary = summarise(list(self._pairs), self.classes)
+                self._summary_at = self._changes
+            return self._summary
 
-    def _observe_accuracy(self, _: metrics.CallbackOptions) -> list[metrics.Observation]:
-        value = self.accuracy()
-        return [] if value is None else [metrics.Observation(value, self._attributes)]
+    def _observe(self, value: Callable[[QualitySummary], float | None]):  # type: ignore[no-untyped-def]
+        def observe(_: metrics.CallbackOptions) -> list[metrics.Observation]:
+            found = value(self.summary())
+            return [] if found is None else [metrics.Observation(found, self._attributes)]
 
-    def _per_class(self, index: int):  # type: ignore[no-untyped-def]
+        return observe
+
+    def _per_class(self, name: str):  # type: ignore[no-untyped-def]
         def observe(_: metrics.CallbackOptions) -> list[metrics.Observation]:
             return [
-                metrics.Observation(values[index], {**self._attributes, "class": c})
-                for c, values in self.per_class().items()
-                if values[index] is not None
+                metrics.Observation(value, {**self._attributes, "class": c})
+                for c, figures in self.summary().classes.items()
+                if (value := getattr(figures, name)) is not None
             ]
 
         return observe

@@ -209,22 +209,33 @@ class DriftMonitor:
 
     # ------------------------------------------------------------------ request path
     def observe(
-        self, rows: Sequence[Mapping[str, float | str]], timestamp: float | None = None
+        self,
+        rows: Sequence[Mapping[str, float | str]],
+        timestamp: float | Sequence[float] | None = None,
     ) -> None:
         """Append rows to the window. Cheap and never raises on odd values.
 
         Conversion happens before taking the lock; the lock is held only for a slice copy.
         Missing or non-numeric values become NaN (excluded from that feature's test);
         unknown categories go to the unseen bucket. Batches larger than the window keep
-        only their last ``window_size`` rows.
+        only their last ``window_size`` rows. ``timestamp`` is one time for the batch, or
+        one per row (the monitor replays stored rows with the time each was predicted).
         """
         n = len(rows)
         if n == 0:
             return
+        ts: float | np.ndarray
+        if timestamp is None or isinstance(timestamp, int | float):
+            ts = time.time() if timestamp is None else float(timestamp)
+        else:
+            ts = np.asarray(timestamp, dtype=np.float64)
+            if ts.shape != (n,):
+                raise ValueError("one timestamp per row")
         if n > self._cap:
             rows = rows[n - self._cap :]
+            if isinstance(ts, np.ndarray):
+                ts = ts[n - self._cap :]
             n = self._cap
-        ts = time.time() if timestamp is None else float(timestamp)
         nan = math.nan
         num_names = self._num_names
         try:
@@ -244,12 +255,12 @@ class DriftMonitor:
             first = min(n, self._cap - pos)
             self._num_buf[pos : pos + first] = num[:first]
             self._cat_buf[pos : pos + first] = cat[:first]
-            self._ts_buf[pos : pos + first] = ts
+            self._ts_buf[pos : pos + first] = ts if isinstance(ts, float) else ts[:first]
             if first < n:
                 rest = n - first
                 self._num_buf[:rest] = num[first:]
                 self._cat_buf[:rest] = cat[first:]
-                self._ts_buf[:rest] = ts
+                self._ts_buf[:rest] = ts if isinstance(ts, float) else ts[first:]
             self._seq += n
             self._pending += n
             wake = self._pending >= self.settings.recompute_every

@@ -1,0 +1,200 @@
+"""The monitor: drift and model quality computed once over every replica's predictions.
+
+It reads the shared prediction store through two incremental feeds (new predictions, new
+labels, each after a cursor: no rescans), keeps the drift window and the quality window, and
+publishes the gauges. The model services only append to the store; they never feed the
+monitor directly, so the same code serves one process (``MODELOBS_MONITOR=embedded``, run
+inside ``serve model``) and any number of replicas (``modelobs serve monitor``).
+
+A poll thread reads both feeds every ``poll_interval_s`` until they are empty. On start it
+replays the store from the beginning (the windows are rebuilt as they were); drift verdicts
+are computed, and drift changes logged, only once that replay has reached the end, and a
+label's delay is recorded only for labels that arrive after the monitor started, so a
+restart neither logs stale verdicts nor counts old labels twice. Rows of another model
+version than the monitored bundle's are skipped: drift is against this model's reference.
+
+Quality gauges read the label feed once more when they are collected (``refresh``), so an
+export includes every label stored before it. Drift gauges show the last computed report.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from loguru import logger
+from opentelemetry import metrics
+
+from ..model.store import ModelBundle
+from ..settings import Settings
+from .drift import DriftMonitor, DriftReport, DriftSettings, FeatureSpec
+from .quality import QualitySummary, QualityTracker
+from .store import PredictionRow
+
+
+class PredictionFeed(Protocol):
+    """What the monitor needs from the prediction store (cursors are opaque, 0 = start)."""
+
+    def predictions_after(self, cursor: int, limit: int) -> tuple[list[PredictionRow], int]: ...
+
+    def labels_after(self, cursor: int, limit: int) -> tuple[list[PredictionRow], int]: ...
+
+
+def drift_settings(settings: Settings) -> DriftSettings:
+    """The drift knobs from the service settings."""
+    return DriftSettings(
+        window_size=settings.drift_window,
+        window_seconds=settings.drift_window_seconds,
+        min_window=min(settings.drift_min_window, settings.drift_window),
+        recompute_every=settings.drift_recompute_every,
+        recompute_interval_s=settings.drift_interval_s,
+    )
+
+
+class ModelMonitor:
+    """Drift and quality windows fed from the store; gauges registered on ``meter``."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        settings: Settings,
+        meter: metrics.Meter,
+        feed: PredictionFeed,
+        on_drift_change: Callable[[DriftReport, list[str]], None] | None = None,
+    ) -> None:
+        schema = bundle.schema
+        self.model_version = schema.version
+        self._feed = feed
+        self._batch = settings.monitor_batch_size
+        self._poll_interval_s = settings.monitor_poll_interval_s
+        self._prediction_cursor = 0
+        self._label_cursor = 0
+        self._predictions_lock = threading.Lock()
+        self._labels_lock = threading.Lock()
+        self._started_at = time.time()
+        self._caught_up_at: float | None = None  # start of the last poll that read everything
+        self.rows_read = 0
+        self.rows_skipped = 0  # another model version's rows
+        self.labels_read = 0
+        self.drift = DriftMonitor(
+            [FeatureSpec(f.name, f.kind, f.categories) for f in schema.features],
+            bundle.reference,
+            drift_settings(settings),
+            on_change=on_drift_change,
+        )
+        self.drift.register_metrics(meter)
+        self.quality = QualityTracker(
+            schema.classes,
+            settings.quality_window,
+            meter,
+            {"model.name": schema.name, "model.version": schema.version},
+            refresh=self.read_labels,
+        )
+        meter.create_observable_gauge(
+            "modelobs.monitor.lag",
+            callbacks=[self._observe_lag],
+            unit="s",
+            description="Seconds since the monitor last read everything in the prediction "
+            "store; rows stored since are not in its windows yet",
+        )
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+    def start(self) -> None:
+        # The poll thread logs in the context of whoever started it (its service's telemetry).
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name="model-monitor", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        self.drift.stop()
+
+    @property
+    def ready(self) -> bool:
+        """True once the replay of the store at start-up has reached its end."""
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self._ready.wait(timeout_s)
+
+    # -- reading the store --------------------------------------------------------------
+    def catch_up(self) -> int:
+        """Read both feeds until they are empty; returns how many rows were read."""
+        started = time.time()
+        read = self.read_predictions() + self.read_labels()
+        self._caught_up_at = started
+        return read
+
+    def read_predictions(self) -> int:
+        """New predictions into the drift window, in store order."""
+        read = 0
+        with self._predictions_lock:
+            while True:
+                rows, self._prediction_cursor = self._feed.predictions_after(
+                    self._prediction_cursor, self._batch
+                )
+                mine = [r for r in rows if r.model_version == self.model_version]
+                if mine:
+                    self.drift.observe([r.features for r in mine], [r.created_at for r in mine])
+                self.rows_skipped += len(rows) - len(mine)
+                read += len(rows)
+                if len(rows) < self._batch:
+                    break
+            self.rows_read += read
+        return read
+
+    def read_labels(self) -> int:
+        """New labels into the quality window, in the order they arrived."""
+        read = 0
+        with self._labels_lock:
+            while True:
+                rows, self._label_cursor = self._feed.labels_after(self._label_cursor, self._batch)
+                for r in rows:
+                    if r.model_version != self.model_version or r.true_label is None:
+                        continue
+                    labelled_at = r.labelled_at or r.created_at
+                    new = labelled_at >= self._started_at
+                    delay = labelled_at - r.created_at if new else None
+                    self.quality.add(r.prediction, r.true_label, delay)
+                read += len(rows)
+                if len(rows) < self._batch:
+                    break
+            self.labels_read += read
+        return read
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.catch_up()
+            except Exception as exc:  # the store is away: keep the windows, try again
+                logger.bind(event="monitor_read_failed", error_type=type(exc).__name__).error(
+                    "monitor could not read the prediction store: {}", exc
+                )
+            else:
+                if not self._ready.is_set():
+                    self._ready.set()
+                    self.drift.start()  # verdicts only on the caught-up window
+            self._stop.wait(self._poll_interval_s)
+
+    # -- what it serves ---------------------------------------------------------------
+    def drift_report(self) -> DriftReport:
+        return self.drift.report()
+
+    def quality_summary(self) -> QualitySummary:
+        return self.quality.summary()
+
+    def _observe_lag(self, _: metrics.CallbackOptions) -> list[metrics.Observation]:
+        if self._caught_up_at is None:
+            return []
+        return [metrics.Observation(max(time.time() - self._caught_up_at, 0.0))]
