@@ -11,6 +11,8 @@ import pytest
 from deploy.native import REPO, components, replicas, scaled
 from deploy.native.supervisor import Process, start_order
 
+from modelobs.settings import Settings
+
 from .test_native_stack import FAKE_BINS
 
 
@@ -85,3 +87,17 @@ def test_replicas_come_from_the_environment_and_make(monkeypatch: pytest.MonkeyP
     assert "MODELOBS_REPLICAS=2 .venv/bin/python -m deploy.native up" in dry.stdout
     with pytest.raises(ValueError, match="at least 1"):
         replicas.replica_ports(components.StackConfig(run_dir=Path("x")), 0)
+
+
+def test_the_readme_documents_replicas_workers_and_the_gateway_settings() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "`make up REPLICAS=2`" in readme
+    assert "`serve model --workers N`" in readme
+    defaults = Settings.model_fields
+    for variable, field in (
+        ("MODELOBS_MODEL_URLS", "model_urls"),
+        ("MODELOBS_UPSTREAM_SKIP_S", "upstream_skip_s"),
+    ):
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{variable}`"))
+        default = defaults[field].default
+        assert (str(default) if default is not None else "unset") in row.split("|")[2], row
