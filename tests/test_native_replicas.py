@@ -78,6 +78,16 @@ def test_replicas_compose_with_the_scaled_out_collector(cfg: components.StackCon
     assert "otelcol" not in {d for p in stack for d in p.depends_on}
 
 
+def test_make_up_takes_the_contract_s_ports(tmp_path: Path) -> None:
+    cfg = components.StackConfig(run_dir=tmp_path, replicas=3)
+    ports = replicas.replica_ports(cfg, 3)
+    assert ports.models == (8000, 8001, 8003)
+    assert (ports.monitor, ports.postgres, ports.postgres_health) == (8002, 5433, 5434)
+    contract = (REPO / "docs" / "contract.md").read_text()
+    assert "| monitor (`modelobs serve monitor`" in contract and "| 8002 |" in contract
+    assert "| PostgreSQL (`make up REPLICAS=N`) | 5433 |" in contract
+
+
 def test_replicas_come_from_the_environment_and_make(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELOBS_REPLICAS", "2")
     assert components.StackConfig.from_env().replicas == 2

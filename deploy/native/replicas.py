@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from .components import SPECS, StackConfig, resolve
+from .components import SPECS, Ports, StackConfig, resolve
 from .net import free_ports
 from .supervisor import Process
 
@@ -40,14 +40,29 @@ class ReplicaPorts:
         return f"postgresql://postgres@127.0.0.1:{self.postgres}/{DATABASE}"
 
 
+# `make up`'s fixed ports (docs/contract.md): the monitor's default port, then the rest.
+MONITOR_PORT, POSTGRES_PORT, POSTGRES_HEALTH_PORT = 8002, 5433, 5434
+
+
+def _fixed_ports(count: int) -> Iterator[int]:
+    """Replicas 2.. on 8001, 8003, 8004, ... (8002 is the monitor's), then the monitor and
+    PostgreSQL."""
+    replicas = (port for port in range(8001, 8001 + count + 1) if port != MONITOR_PORT)
+    yield from (next(replicas) for _ in range(count - 1))
+    yield from (MONITOR_PORT, POSTGRES_PORT, POSTGRES_HEALTH_PORT)
+
+
 def replica_ports(
     cfg: StackConfig, count: int, picked: Iterator[int] | None = None
 ) -> ReplicaPorts:
     """The first replica on the stack's model port; the rest, the monitor and PostgreSQL
-    on ``picked`` ports (default: free ones)."""
+    on ``picked`` ports: by default the fixed ones when the stack has its default ports
+    (`make up`), else free ones (a test's stack beside it)."""
     if count < 1:
         raise ValueError(f"REPLICAS={count}: at least 1")
-    picked = picked or iter(free_ports(count + 2))
+    if picked is None:
+        fixed = cfg.ports == Ports()
+        picked = _fixed_ports(count) if fixed else iter(free_ports(count + 2))
     others = tuple(next(picked) for _ in range(count - 1))
     return ReplicaPorts(
         models=(cfg.ports.model, *others),
