@@ -45,3 +45,4 @@ lint: venv  ## ruff
 
 bench: venv  ## benchmarks (not tests): figures go to bench/results/
 	$(VENV)/bin/python bench/drift.py
+	$(VENV)/bin/python bench/store.py

@@ -56,8 +56,20 @@ def make_settings(model_dir: Path, tmp_path: Path, **overrides: object) -> Setti
 
 @pytest.fixture
 def stack(model_dir: Path, tmp_path: Path) -> Iterator[Stack]:
+    yield from _stack(model_dir, tmp_path)
+
+
+@pytest.fixture
+def store_stack(model_dir: Path, tmp_path: Path, store_db: str) -> Iterator[Stack]:
+    """The stack once on each prediction store (SQLite, PostgreSQL)."""
+    yield from _stack(model_dir, tmp_path, prediction_db=store_db)
+
+
+def _stack(model_dir: Path, tmp_path: Path, **overrides: object) -> Iterator[Stack]:
     model_port = free_port()
-    settings = make_settings(model_dir, tmp_path, model_url=f"http://127.0.0.1:{model_port}")
+    settings = make_settings(
+        model_dir, tmp_path, model_url=f"http://127.0.0.1:{model_port}", **overrides
+    )
     model_tel, gateway_tel = captured("model-service"), captured("gateway")
     model_app = model_service.create_app(settings, model_tel.telemetry)
     gateway_app = gateway.create_app(settings, gateway_tel.telemetry)

@@ -1,4 +1,5 @@
-"""Feedback: unknown id 404, conflicting label 409, same label 200 unchanged; quality gauges."""
+"""Feedback: unknown id 404, conflicting label 409, same label 200 unchanged; quality gauges
+(on each store; across replicas: test_feedback_replicas.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ def _predict(url: str, n: int = 1) -> list[dict]:
     return r.json()["predictions"]
 
 
-def test_feedback_cases_through_the_gateway(stack: Stack) -> None:
+def test_feedback_cases_through_the_gateway(store_stack: Stack) -> None:
+    stack = store_stack
     (prediction,) = _predict(stack.gateway_url)
     pid = prediction["prediction_id"]
     url = f"{stack.gateway_url}/v1/feedback"
@@ -70,7 +72,8 @@ def test_bad_feedback_is_named(
     assert r.json()["error"]["reason"] == reason
 
 
-def test_quality_gauges_follow_the_labels(stack: Stack) -> None:
+def test_quality_gauges_follow_the_labels(store_stack: Stack) -> None:
+    stack = store_stack
     predictions = _predict(stack.gateway_url, 8)
     assert {p["prediction"] for p in predictions} == {"churn"}
     # 6 right (churn), 2 wrong (stay): accuracy 0.75; churn precision 0.75, recall 1.0.

@@ -4,6 +4,7 @@ schema version, and a graceful stop that writes everything submitted."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import uuid
@@ -227,3 +228,41 @@ def test_newer_schema_is_refused_with_a_clear_error(store_db: str) -> None:
             conn.execute("UPDATE schema_version SET version = ?", (newer,))
     with pytest.raises(SchemaVersionError, match=f"schema version {newer}, newer than"):
         _store(store_db).start()
+
+
+def test_docs_state_the_store_defaults_and_schema_version() -> None:
+    repo = Path(__file__).resolve().parent.parent
+    readme = (repo / "README.md").read_text()
+    contract = (repo / "docs" / "contract.md").read_text()
+    fields = Settings.model_fields
+
+    def row(variable: str) -> str:
+        return next(line for line in readme.splitlines() if line.startswith(f"| `{variable}`"))
+
+    batch, interval = fields["prediction_log_batch"], fields["prediction_log_flush_interval_s"]
+    assert f"| {batch.default} / {interval.default} |" in row("MODELOBS_PREDICTION_LOG_BATCH")
+    wait = fields["feedback_wait_s"].default
+    assert f"| {wait} |" in row("MODELOBS_FEEDBACK_WAIT_S")
+    assert f"`MODELOBS_FEEDBACK_WAIT_S` ({wait:g} s)" in contract
+    assert f"`MODELOBS_PREDICTION_LOG_FLUSH_INTERVAL_S`, {interval.default:g} s" in contract
+    assert f"Version {SCHEMA_VERSION}\n  is current" in contract
+
+
+def test_bench_readme_quotes_the_store_results() -> None:
+    repo = Path(__file__).resolve().parent.parent
+    results = json.loads((repo / "bench" / "results" / "store.json").read_text())
+    readme = (repo / "bench" / "README.md").read_text()
+    names = {"sqlite": "SQLite (WAL)", "postgresql": "PostgreSQL 15"}
+    for store, runs in results["results"].items():
+        for run in runs:
+            assert f"| {names[store]} | {run['writers']} | {run['rows_per_s']} |" in readme
+
+
+def test_postgres_predictions_without_a_schema_version_are_refused(
+    postgres_server: PostgresServer,
+) -> None:
+    url = fresh_database(postgres_server)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE predictions (prediction_id TEXT PRIMARY KEY)")
+    with pytest.raises(SchemaVersionError, match="no schema_version"):
+        _store(url).start()

@@ -320,14 +320,17 @@ class PredictionStore(ABC):
         self._settle()
 
         def attempt() -> tuple[FeedbackOutcome, PredictionRow] | None:
-            accepted = self._insert_label(prediction_id, label, time.time())
-            row = self._get_now(prediction_id)
-            if row is None:
-                return None
-            if accepted:
-                return FeedbackOutcome.ACCEPTED, row
-            same = row.true_label == label
-            return (FeedbackOutcome.DUPLICATE if same else FeedbackOutcome.CONFLICT), row
+            while True:
+                accepted = self._insert_label(prediction_id, label, time.time())
+                row = self._get_now(prediction_id)
+                if row is None:
+                    return None
+                if accepted:
+                    return FeedbackOutcome.ACCEPTED, row
+                if row.true_label is not None:
+                    same = row.true_label == label
+                    return (FeedbackOutcome.DUPLICATE if same else FeedbackOutcome.CONFLICT), row
+                # The prediction committed between the insert and the read: insert again.
 
         found = self._until_found(prediction_id, attempt)
         return found if found is not None else (FeedbackOutcome.UNKNOWN_ID, None)

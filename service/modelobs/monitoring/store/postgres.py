@@ -80,7 +80,11 @@ class PostgresStore(PredictionStore):
 
     def _open(self) -> None:
         self._reader = self._connect()
-        migrate(self._reader, self.where)
+        try:
+            migrate(self._reader, self.where)
+        except BaseException:
+            self._close()
+            raise
 
     def _close(self) -> None:
         if self._reader is not None:

@@ -62,7 +62,11 @@ class SQLiteStore(PredictionStore):
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._reader = connect(self.path)
-        migrate(self._reader, self.where)
+        try:
+            migrate(self._reader, self.where)
+        except BaseException:
+            self._close()
+            raise
 
     def _close(self) -> None:
         if self._reader is not None:
