@@ -11,7 +11,7 @@ those substituted, so a test can run each one against a real Prometheus:
         if not q.needs:  # data expected from any stack under load
             assert r.json()["data"]["result"], q.where
 
-Defaults: ``$service`` -> ``model-service``, multi-value variables (``$model_version``,
+Defaults: ``$service`` and ``$monitor`` -> ``model-service``, multi-value variables (``$model_version``,
 ``$route``, ``$feature``) -> ``.+`` (they are only used with ``=~``), ``$__rate_interval`` ->
 ``1m``, ``$__interval`` -> ``15s``, ``$__range`` -> ``5m``. Unknown variables raise KeyError.
 
@@ -40,6 +40,7 @@ BUILTINS: dict[str, str] = {
 }
 DEFAULT_VALUES: dict[str, str] = {
     "service": "model-service",
+    "monitor": "model-service",  # embedded; "model-monitor" when it runs apart
     "model_version": ".+",
     "route": ".+",
     "feature": ".+",

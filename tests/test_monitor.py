@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
+import psycopg
 import pytest
 import uvicorn
+from deploy.native.postgres import PostgresServer
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
@@ -23,8 +26,10 @@ from modelobs.model.store import ModelBundle
 from modelobs.monitoring.model_monitor import ModelMonitor
 from modelobs.monitoring.store import PredictionRow, PredictionStore, open_store
 from modelobs.settings import Settings
+from modelobs.telemetry import configure_logging, current_telemetry
 
 from .conftest import VALID_RECORD, make_settings
+from .postgres import fresh_database
 from .servers import captured, free_port, serve
 
 SHIFTED = SuddenShift(features=("monthly_charges",), shift_sd=1.5, at_s=0)
@@ -81,10 +86,12 @@ def _rows(bundle: ModelBundle, scenario: Scenario, first: int, n: int) -> list[P
 
 
 @pytest.fixture
-def settings(model_dir: Path, tmp_path: Path) -> Settings:
+def settings(model_dir: Path, tmp_path: Path, store_db: str) -> Settings:
+    """Each test against SQLite and PostgreSQL."""
     return make_settings(
         model_dir,
         tmp_path,
+        prediction_db=store_db,
         drift_window=1000,
         drift_min_window=200,
         quality_window=150,
@@ -103,14 +110,29 @@ def replicas(settings: Settings) -> Iterator[list[PredictionStore]]:
         store.stop()
 
 
+@contextmanager
 def _monitor(
     bundle: ModelBundle, settings: Settings
-) -> tuple[ModelMonitor, PredictionStore, InMemoryMetricReader]:
+) -> Iterator[tuple[ModelMonitor, PredictionStore, InMemoryMetricReader]]:
+    """A monitor on its own connection to the store (no poll thread: tests call catch_up)."""
     reader = InMemoryMetricReader()
     meter = MeterProvider(metric_readers=[reader]).get_meter("test")
     feed = open_store(settings)
     feed.start()
-    return ModelMonitor(bundle, settings, meter, feed), feed, reader
+    monitor = ModelMonitor(bundle, settings, meter, feed)
+    try:
+        yield monitor, feed, reader
+    finally:
+        monitor.stop()
+        feed.stop()
+
+
+def _write(settings: Settings, rows: list[PredictionRow]) -> None:
+    """What one replica's store writes, then stops (its connections closed)."""
+    store = open_store(settings)
+    store.start()
+    store.submit(rows)
+    store.stop()
 
 
 def _catch_up(monitor: ModelMonitor, predictions: int, labels: int) -> None:
@@ -125,22 +147,21 @@ def _catch_up(monitor: ModelMonitor, predictions: int, labels: int) -> None:
 def test_one_monitor_over_two_replicas(
     bundle: ModelBundle, settings: Settings, replicas: list[PredictionStore]
 ) -> None:
-    steady, shifted = replicas
-    monitor, feed, reader = _monitor(bundle, settings)  # running before the traffic
-    steady.submit(_rows(bundle, Scenario(), 0, 300))
-    shifted.submit(_rows(bundle, SHIFTED, 300, 300))  # the shift reaches one replica only
-    for store in replicas:
-        assert store.flush()
-    # Labels sent to the replica that did not make the prediction; 30 % of them wrong.
-    classes = bundle.schema.classes
-    made = {r.prediction_id: r for r in steady.between(0, time.time() + 1, 10_000)}
-    assert len(made) == 600
-    for i, (pid, row) in enumerate(sorted(made.items())[:200]):
-        true = row.prediction if i % 10 < 7 else next(c for c in classes if c != row.prediction)
-        other = shifted if i % 2 else steady
-        assert other.label(pid, true)[0].value == "accepted"
+    with _monitor(bundle, settings) as (monitor, feed, reader):  # there before the traffic
+        steady, shifted = replicas
+        steady.submit(_rows(bundle, Scenario(), 0, 300))
+        shifted.submit(_rows(bundle, SHIFTED, 300, 300))  # the shift reaches one replica only
+        for store in replicas:
+            assert store.flush()
+        # Labels sent to the replica that did not make the prediction; 30 % of them wrong.
+        classes = bundle.schema.classes
+        made = {r.prediction_id: r for r in steady.between(0, time.time() + 1, 10_000)}
+        assert len(made) == 600
+        for i, (pid, row) in enumerate(sorted(made.items())[:200]):
+            true = row.prediction if i % 10 < 7 else next(c for c in classes if c != row.prediction)
+            other = shifted if i % 2 else steady
+            assert other.label(pid, true)[0].value == "accepted"
 
-    try:
         _catch_up(monitor, 600, 200)
         report = monitor.drift.compute()
         assert report.window.size == 600  # every prediction of both replicas, once
@@ -168,9 +189,6 @@ def test_one_monitor_over_two_replicas(
         assert steady.flush()
         _catch_up(monitor, 650, 200)
         assert monitor.drift.compute().window.size == 650
-    finally:
-        monitor.stop()
-        feed.stop()
 
 
 def test_a_restarted_monitor_rebuilds_its_windows_without_counting_again(
@@ -182,14 +200,11 @@ def test_a_restarted_monitor_rebuilds_its_windows_without_counting_again(
     assert store.flush()
     for row in rows[:40]:
         store.label(row.prediction_id, row.prediction)
-    first, first_feed, _ = _monitor(bundle, settings)
-    _catch_up(first, 120, 40)
-    before = first.quality_summary()
-    first.stop()
-    first_feed.stop()
+    with _monitor(bundle, settings) as (first, _, _):
+        _catch_up(first, 120, 40)
+        before = first.quality_summary()
 
-    again, feed, reader = _monitor(bundle, settings)
-    try:
+    with _monitor(bundle, settings) as (again, _, reader):
         _catch_up(again, 120, 40)
         assert again.quality_summary() == before
         assert again.drift.compute().window.size == 120
@@ -199,9 +214,6 @@ def test_a_restarted_monitor_rebuilds_its_windows_without_counting_again(
         _catch_up(again, 120, 41)
         (delays,) = _points(reader)["modelobs.label.delay"]
         assert delays.count == 1
-    finally:
-        again.stop()
-        feed.stop()
 
 
 def test_rows_of_another_model_version_stay_out_of_the_windows(
@@ -215,22 +227,21 @@ def test_rows_of_another_model_version_stay_out_of_the_windows(
     ]
     store.submit(ours + theirs)
     assert store.flush()
-    monitor, feed, _ = _monitor(bundle, settings)
-    try:
+    with _monitor(bundle, settings) as (monitor, _, _):
         _catch_up(monitor, 50, 0)
         assert monitor.rows_skipped == 20
         assert monitor.drift.compute().window.size == 30
-    finally:
-        monitor.stop()
-        feed.stop()
 
 
-def test_serve_monitor_apart_from_the_model_service(model_dir: Path, tmp_path: Path) -> None:
+def test_serve_monitor_apart_from_the_model_service(
+    model_dir: Path, tmp_path: Path, store_db: str
+) -> None:
     """MODELOBS_MONITOR=off: the model service only stores; `serve monitor` (its own
     service.name) serves /drift and /quality and exports the gauges, once."""
     settings = make_settings(
         model_dir,
         tmp_path,
+        prediction_db=store_db,
         monitor="off",
         drift_window=300,
         drift_min_window=200,
@@ -316,3 +327,39 @@ def test_embedded_monitor_serves_quality_from_the_model_service(
     cap.telemetry.shutdown()
     assert quality["window_size"] == 4 and quality["accuracy"] == 0.75
     assert quality["classes"]["churn"] == {"precision": 0.75, "recall": 1.0, "f1": 6 / 7}
+
+
+def test_the_monitor_outlives_a_dropped_store_connection(
+    bundle: ModelBundle, model_dir: Path, tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """PostgreSQL drops the monitor's connection: the poll that meets it is logged (once),
+    the windows stay, the next poll reconnects and reads on from its cursor."""
+    settings = make_settings(
+        model_dir,
+        tmp_path,
+        prediction_db=fresh_database(postgres_server),
+        monitor_poll_interval_s=0.05,
+    )
+    cap = captured("model-monitor")
+    configure_logging()
+    token = current_telemetry.set(cap.telemetry)  # the poll thread logs as this service
+    try:
+        with _monitor(bundle, settings) as (monitor, _, _):
+            monitor.start()
+            _write(settings, _rows(bundle, Scenario(), 0, 40))
+            _wait(lambda: monitor.rows_read == 40, "the first rows")
+            database = str(settings.prediction_db).rpartition("/")[2]
+            with psycopg.connect(postgres_server.url(database), autocommit=True) as admin:
+                (killed,) = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+            assert killed >= 1
+            _write(settings, _rows(bundle, Scenario(), 40, 25))
+            _wait(lambda: monitor.rows_read == 65, "the rows after the dropped connection")
+            assert monitor.drift.compute().window.size == 65
+    finally:
+        current_telemetry.reset(token)
+    failures = [r for r in cap.log_records() if r.attributes.get("event") == "monitor_read_failed"]
+    assert len(failures) == 1
+    cap.telemetry.shutdown()

@@ -19,6 +19,7 @@ export includes every label stored before it. Drift gauges show the last compute
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 import time
@@ -33,6 +34,8 @@ from ..settings import Settings
 from .drift import DriftMonitor, DriftReport, DriftSettings, FeatureSpec
 from .quality import QualitySummary, QualityTracker
 from .store import PredictionRow
+
+FAILURE_LOG_EVERY_S = 30.0
 
 
 class PredictionFeed(Protocol):
@@ -91,7 +94,7 @@ class ModelMonitor:
             settings.quality_window,
             meter,
             {"model.name": schema.name, "model.version": schema.version},
-            refresh=self.read_labels,
+            refresh=self._refresh_labels,
         )
         meter.create_observable_gauge(
             "modelobs.monitor.lag",
@@ -100,6 +103,7 @@ class ModelMonitor:
             description="Seconds since the monitor last read everything in the prediction "
             "store; rows stored since are not in its windows yet",
         )
+        self._last_failure_log = 0.0
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -173,14 +177,23 @@ class ModelMonitor:
             self.labels_read += read
         return read
 
+    def _refresh_labels(self) -> None:
+        """Before a collection: the labels stored so far. A store that is away leaves the
+        window as it is (the poll thread logs it)."""
+        with contextlib.suppress(Exception):  # reported by _run, which meets it too
+            self.read_labels()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.catch_up()
             except Exception as exc:  # the store is away: keep the windows, try again
-                logger.bind(event="monitor_read_failed", error_type=type(exc).__name__).error(
-                    "monitor could not read the prediction store: {}", exc
-                )
+                now = time.monotonic()
+                if now - self._last_failure_log > FAILURE_LOG_EVERY_S:  # not every poll
+                    self._last_failure_log = now
+                    logger.bind(event="monitor_read_failed", error_type=type(exc).__name__).error(
+                        "monitor could not read the prediction store: {}", exc
+                    )
             else:
                 if not self._ready.is_set():
                     self._ready.set()
