@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from deploy.native import REPO, components, replicas, scaled
-from deploy.native.supervisor import Process, start_order
+from deploy.native.supervisor import Process
 
 from modelobs.settings import Settings
 
-from .test_native_stack import FAKE_BINS
+from .test_native_stack import FAKE_BINS, checked_start_order
 
 
 @pytest.fixture
@@ -26,24 +26,13 @@ def option(process: Process, flag: str) -> str:
     return process.argv[process.argv.index(flag) + 1]
 
 
-def check_order(processes: list[Process]) -> list[str]:
-    names = [p.name for p in processes]
-    assert len(set(names)) == len(names)
-    ordered = [p.name for p in start_order(processes)]
-    for process in processes:
-        for dependency in process.depends_on:
-            assert dependency in names, f"{process.name} depends on unknown {dependency}"
-            assert ordered.index(dependency) < ordered.index(process.name)
-    return ordered
-
-
 def test_two_replicas_a_monitor_and_postgres_replace_the_single_model_service(
     cfg: components.StackConfig,
 ) -> None:
     ports = replicas.replica_ports(cfg, 2)
     stack = replicas.with_replicas(components.default_stack(cfg, FAKE_BINS), cfg, FAKE_BINS, ports)
     by_name = {p.name: p for p in stack}
-    ordered = check_order(stack)
+    ordered = checked_start_order(stack)
     assert "model-service" not in by_name
     first, second = by_name["model-service-1"], by_name["model-service-2"]
     assert [option(first, "--port"), option(second, "--port")] == [str(p) for p in ports.models]
@@ -71,7 +60,7 @@ def test_replicas_compose_with_the_scaled_out_collector(cfg: components.StackCon
     gateways = scaled.gateway_ports(cfg, 2)
     base = scaled.scaled_stack(cfg, FAKE_BINS, gateways)
     stack = replicas.with_replicas(base, cfg, FAKE_BINS, replicas.replica_ports(cfg, 3))
-    check_order(stack)
+    checked_start_order(stack)
     by_name = {p.name: p for p in stack}
     assert {"model-service-1", "model-service-2", "model-service-3"} <= set(by_name)
     assert "otelcol-agent" in by_name["model-service-1"].depends_on

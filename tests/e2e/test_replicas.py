@@ -18,7 +18,6 @@ import os
 import signal
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,11 +31,12 @@ import pytest
 from deploy.native import components as native
 from deploy.native import replicas as replicated
 from deploy.native.supervisor import Running, Supervisor, SupervisorError
-from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from modelobs.model.data import CLASSES, generate
 from modelobs.monitoring.store import id_time
+
+from .collector_output import Samples, by_instance, job_samples
 
 pytestmark = pytest.mark.e2e
 
@@ -140,15 +140,8 @@ def stored_ids(stack: ReplicaStack) -> set[str]:
     return {row[0] for row in sql(stack, "SELECT prediction_id FROM predictions")}
 
 
-def exported(stack: ReplicaStack, job: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """The collector's Prometheus output for one job: sample name → (labels, value)."""
-    found: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
-    text = httpx.get(stack.collector_metrics, timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.labels.get("job") == job:
-                found[sample.name].append((sample.labels, sample.value))
-    return found
+def exported(stack: ReplicaStack, job: str) -> Samples:
+    return job_samples(stack.collector_metrics, job)
 
 
 def predict_all(url: str, records: list[dict[str, Any]]) -> list[httpx.Response]:
@@ -176,11 +169,9 @@ def test_the_monitor_counts_both_replicas_and_detects_a_shift_sent_to_one(
 
     # Both replicas predicted; their counters add up to what was sent.
     def per_replica() -> dict[str, float] | None:
-        series = exported(stack, "modelobs/model-service")["modelobs_predictions_total"]
-        counts: dict[str, float] = defaultdict(float)
-        for labels, value in series:
-            counts[labels["instance"]] += value
-        return dict(counts) if sum(counts.values()) >= sent else None
+        samples = exported(stack, "modelobs/model-service")
+        counts = dict(by_instance(samples)["modelobs_predictions_total"])
+        return counts if sum(counts.values()) >= sent else None
 
     counts = until(per_replica)
     assert counts and len(counts) == 2 and all(counts.values()), counts

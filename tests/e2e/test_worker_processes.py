@@ -21,9 +21,10 @@ import psutil
 import pytest
 from deploy.native import components as native
 from deploy.native.supervisor import Running, Supervisor, SupervisorError
-from prometheus_client.parser import text_string_to_metric_families
 
 from modelobs.model.data import EXAMPLE_RECORD
+
+from .collector_output import by_instance, job_samples
 
 pytestmark = pytest.mark.e2e
 
@@ -89,15 +90,8 @@ def workers_of(parent: psutil.Process) -> list[psutil.Process]:
 
 def exported(metrics_url: str) -> dict[str, dict[str, float]]:
     """Metric sample name → instance (the service.instance.id) → summed value, for the model
-    service (job ``service.namespace/service.name``, also on ``target_info``)."""
-    found: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    text = httpx.get(metrics_url, timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.labels.get("job") != "modelobs/model-service":
-                continue
-            found[sample.name][sample.labels["instance"]] += sample.value
-    return found
+    service (also on ``target_info``)."""
+    return by_instance(job_samples(metrics_url, "modelobs/model-service"))
 
 
 def predict_on_fresh_connections(url: str, count: int) -> int:
