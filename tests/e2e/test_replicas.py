@@ -41,7 +41,7 @@ from .collector_output import Samples, by_instance, job_samples
 pytestmark = pytest.mark.e2e
 
 FLUSH_INTERVAL_S = 0.1  # MODELOBS_PREDICTION_LOG_FLUSH_INTERVAL_S, the documented default
-ONE_WRITE_S = 1.0  # a batch insert and commit on a loaded machine
+ONE_WRITE_S = 2.0  # one batch insert and commit, on a shared 2-core machine under heavy load
 SHIFTED = "monthly_charges"
 MONITOR_JOB = "modelobs/model-monitor"
 
