@@ -21,8 +21,8 @@ venv: $(VENV)/.synced  ## install the Python project and its pinned dependencies
 binaries:  ## build the collector, Jaeger, Prometheus, promtool, Alertmanager, VictoriaLogs, helm, k8scheck, telemetrygen (cached)
 	deploy/build-all.sh
 
-up: venv binaries  ## start the whole native stack with a steady load
-	$(VENV)/bin/python -m deploy.native up
+up: venv binaries  ## start the whole native stack with a steady load (REPLICAS=2: PostgreSQL, 2 model services, 1 monitor)
+	$(if $(REPLICAS),MODELOBS_REPLICAS=$(REPLICAS) )$(VENV)/bin/python -m deploy.native up
 
 down:  ## stop everything `make up` started
 	$(VENV)/bin/python -m deploy.native down

@@ -69,12 +69,15 @@ def containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def container_env(container: dict[str, Any]) -> dict[str, str]:
-    """The container's environment as the kubelet makes it: downward-API fields filled and
-    $(VAR) references to earlier variables expanded."""
+    """The container's environment as the kubelet makes it: downward-API fields filled, a
+    Secret's value a placeholder, and $(VAR) references to earlier variables expanded."""
     env: dict[str, str] = {}
     for var in container.get("env", []):
-        if "valueFrom" in var:
-            env[var["name"]] = DOWNWARD[var["valueFrom"]["fieldRef"]["fieldPath"]]
+        source = var.get("valueFrom", {})
+        if "secretKeyRef" in source:  # any value: the Secret is the operator's
+            env[var["name"]] = f"<secret {source['secretKeyRef']['name']}>"
+        elif source:
+            env[var["name"]] = DOWNWARD[source["fieldRef"]["fieldPath"]]
         else:
             env[var["name"]] = re.sub(
                 r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), str(var["value"])

@@ -51,8 +51,9 @@ def cfg(tmp_path: Path) -> components.StackConfig:
 # --------------------------------------------------------------------------- declarations
 
 
-def test_every_dependency_names_a_component_and_starts_first(cfg: components.StackConfig) -> None:
-    processes = components.default_stack(cfg, FAKE_BINS)
+def checked_start_order(processes: list[Process]) -> list[str]:
+    """The names in start order, once every name is unique and every dependency names a
+    process that starts before its dependant."""
     names = [p.name for p in processes]
     assert len(set(names)) == len(names)
     ordered = [p.name for p in start_order(processes)]
@@ -60,6 +61,11 @@ def test_every_dependency_names_a_component_and_starts_first(cfg: components.Sta
         for dependency in process.depends_on:
             assert dependency in names, f"{process.name} depends on unknown {dependency}"
             assert ordered.index(dependency) < ordered.index(process.name)
+    return ordered
+
+
+def test_every_dependency_names_a_component_and_starts_first(cfg: components.StackConfig) -> None:
+    ordered = checked_start_order(components.default_stack(cfg, FAKE_BINS))
     assert ordered[-1] == "load"
 
 

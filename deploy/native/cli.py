@@ -10,7 +10,9 @@ Everything runs in the background with its output, pid file and data under the r
 directory (MODELOBS_RUN_DIR, default var/run). MODELOBS_LOAD_RPS (default 10) and
 MODELOBS_LOAD_MAX_SECONDS (default 14400 = 4 h; 0 = no load) shape the load.
 MODELOBS_GATEWAYS=2 scales the collector out: an agent and two gateway collectors
-(otel-collector/agent.yaml, gateway.yaml) instead of the single one.
+(otel-collector/agent.yaml, gateway.yaml) instead of the single one. MODELOBS_REPLICAS=2
+(`make up REPLICAS=2`) runs PostgreSQL, two model-service replicas behind the gateway and
+one monitor instead of the single model service (replicas.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from .binaries import BinariesMissing, find_binaries
 from .components import LOAD, StackConfig, default_stack
 from .readiness import probe
+from .replicas import replica_ports, with_replicas
 from .scaled import gateway_ports, scaled_stack
 from .summary import summary
 from .supervisor import Running, Supervisor, SupervisorError
@@ -47,6 +50,8 @@ def up(cfg: StackConfig) -> int:
         processes = scaled_stack(cfg, bins, gateway_ports(cfg, cfg.gateways))
     else:
         processes = default_stack(cfg, bins)
+    if cfg.replicas:
+        processes = with_replicas(processes, cfg, bins, replica_ports(cfg, cfg.replicas))
     print(f"starting the native stack in {cfg.run_dir}")
     print_endpoints(supervisor.start(processes))
     if any(p.name == LOAD.name for p in processes):

@@ -79,11 +79,15 @@ class StackConfig:
     # Scaled out: an agent collector and this many gateway collectors (scaled.py); 0 = the
     # single collector.
     gateways: int = 0
+    # Model-service replicas over PostgreSQL with one monitor (replicas.py); 0 = the single
+    # model service with its embedded monitor and SQLite.
+    replicas: int = 0
 
     @classmethod
     def from_env(cls) -> StackConfig:
         """`make up`'s stack: MODELOBS_RUN_DIR (default var/run), MODELOBS_LOAD_RPS,
-        MODELOBS_LOAD_MAX_SECONDS (0 = no load), MODELOBS_GATEWAYS (0 = one collector)."""
+        MODELOBS_LOAD_MAX_SECONDS (0 = no load), MODELOBS_GATEWAYS (0 = one collector),
+        MODELOBS_REPLICAS (0 = one model service)."""
         run_dir = Path(os.environ.get("MODELOBS_RUN_DIR") or "var/run")
         return cls(
             run_dir=run_dir if run_dir.is_absolute() else REPO / run_dir,
@@ -92,6 +96,7 @@ class StackConfig:
                 os.environ.get("MODELOBS_LOAD_MAX_SECONDS") or DEFAULT_LOAD_MAX_SECONDS
             ),
             gateways=int(os.environ.get("MODELOBS_GATEWAYS") or 0),
+            replicas=int(os.environ.get("MODELOBS_REPLICAS") or 0),
         )
 
     def url(self, port: int, path: str = "") -> str:

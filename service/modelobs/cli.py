@@ -27,8 +27,10 @@ def _train(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .workers import WorkersRefused, prepare_workers
+
     if args.app == "gateway" and args.model_url:
-        os.environ["MODELOBS_MODEL_URL"] = args.model_url
+        os.environ["MODELOBS_MODEL_URLS"] = args.model_url
     if args.app == "monitor" and args.workers != 1:
         print(
             "modelobs serve monitor: one process computes drift and quality over every "
@@ -37,6 +39,13 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     get_settings.cache_clear()
+    try:
+        notes = prepare_workers(args.app, args.workers, get_settings())
+    except WorkersRefused as refused:
+        print(f"modelobs serve: {refused}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"modelobs serve: {note}", file=sys.stderr)
     target = {
         "model": "modelobs.apps.model_service:create_app",
         "gateway": "modelobs.apps.gateway:create_app",
@@ -89,8 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default 8000 (model), 8080 (gateway), 8002 (monitor)",
     )
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--model-url", help="gateway only; default MODELOBS_MODEL_URL")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port, each with its own telemetry (see README)",
+    )
+    serve.add_argument(
+        "--model-url",
+        help="gateway only: one model-service URL or several, comma-separated "
+        "(default MODELOBS_MODEL_URLS, else MODELOBS_MODEL_URL)",
+    )
     serve.add_argument("--access-log", action="store_true", help="also log every request")
     serve.set_defaults(run=_serve)
 

@@ -37,10 +37,14 @@ class Settings(BaseSettings):
     # Raw feature values in prediction logs: off by default (they may be personal data).
     log_features: bool = False
 
-    # Gateway → model service.
+    # Gateway → model service: one URL, or several replicas in MODELOBS_MODEL_URLS
+    # (comma-separated; when set it replaces model_url). apps/replicas.py spreads over them.
     model_url: str = "http://127.0.0.1:8000"
+    model_urls: str | None = None
     upstream_timeout_s: float = Field(default=2.0, gt=0)
     upstream_retries: int = Field(default=2, ge=0, le=5)
+    # A replica that refused a connection is skipped this long (doubling while it refuses).
+    upstream_skip_s: float = Field(default=0.5, gt=0)
     api_key: SecretStr | None = None
 
     # Idempotency-Key answers the model service keeps (per process): a repeated key within

@@ -8,6 +8,14 @@ keep-alive connection), and a prediction is still never made twice.
 
 A timeout is answered 504 at once, not retried: a slow model service gets no extra load. The
 504 carries the key, so the caller can retry it safely within the model service's window.
+
+Several replicas (``MODELOBS_MODEL_URLS``, apps/replicas.py): the key ranks them, so a
+request and every retry of its key go to the same replica while it accepts connections.
+The exactly-once rule: a request moves to the next replica only when the connection was
+refused or never established (it cannot have reached the first); after any other transport
+failure it is retried on the same replica, whose idempotency map replays the first answer.
+What it cannot cover: a replica that stops (its map is gone), or a key's first replica that
+refused while a later retry finds it back, predicts again (docs/contract.md).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from fastapi import Depends, FastAPI, Request, Response, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from loguru import logger
+from opentelemetry import metrics
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
@@ -33,6 +42,7 @@ from .api_docs import answers, document_contract, json_body
 from .api_models import ApiContract, FeedbackResponse, PredictResponse
 from .errors import Reason, Rejection, error_body, guarded
 from .idempotency import IDEMPOTENCY_HEADER, parse_key
+from .replicas import ReplicaSet, parse_urls
 from .request_body import read_limited
 from .service_app import create_service_app, start_telemetry
 
@@ -42,23 +52,61 @@ RETRY_BACKOFF_S = 0.05
 FORWARDED_HEADERS = ("content-type", "accept")
 
 
+# Failures where the request never left the gateway: another replica may take it.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
 class Upstream:
-    """The model service, reached through one pooled, instrumented client."""
+    """The model-service replicas, each reached through one pooled, instrumented client."""
 
     def __init__(self, settings: Settings, telemetry: Telemetry, transport: Any = None) -> None:
         self.settings = settings
-        self.client = httpx.AsyncClient(
-            base_url=settings.model_url,
+        self.replicas = ReplicaSet(
+            parse_urls(settings.model_urls, settings.model_url), settings.upstream_skip_s
+        )
+        self.clients = {
+            r.url: self._client(r.url, settings, telemetry, transport)
+            for r in self.replicas.replicas
+        }
+        self._register_metrics(telemetry)
+
+    @staticmethod
+    def _client(
+        url: str, settings: Settings, telemetry: Telemetry, transport: Any
+    ) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            base_url=url,
             timeout=httpx.Timeout(settings.upstream_timeout_s),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             transport=transport,
         )
         if telemetry.enabled:
             HTTPXClientInstrumentor().instrument_client(
-                self.client,
+                client,
                 tracer_provider=telemetry.tracer_provider,
                 meter_provider=telemetry.meter_provider,
             )
+        return client
+
+    def _register_metrics(self, telemetry: Telemetry) -> None:
+        meter = telemetry.meter
+        replicas = self.replicas
+        meter.create_observable_gauge(
+            "modelobs.gateway.upstream.available",
+            callbacks=[lambda _options: [metrics.Observation(replicas.available())]],
+            unit="{replica}",
+            description="Model-service replicas not being skipped after a refused connection",
+        )
+        meter.create_observable_gauge(
+            "modelobs.gateway.upstream.configured",
+            callbacks=[lambda _options: [metrics.Observation(len(replicas))]],
+            unit="{replica}",
+            description="Model-service replicas the gateway was configured with",
+        )
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
 
     async def forward(self, path: str, request: Request) -> Response:
         key = parse_key(request.headers.get(IDEMPOTENCY_HEADER)) or str(uuid.uuid4())
@@ -66,30 +114,37 @@ class Upstream:
         headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
         headers[IDEMPOTENCY_HEADER] = key
         answer_headers = {IDEMPOTENCY_HEADER: key}
-        attempts = self.settings.upstream_retries + 1
+        ranked = self.replicas.ranked(key)
+        # Every replica may be tried once after a refusal, plus the configured retries.
+        attempts = self.settings.upstream_retries + len(ranked)
+        position = 0
         for attempt in range(1, attempts + 1):
+            replica = ranked[position % len(ranked)]
             try:
-                upstream = await self.client.post(path, content=body, headers=headers)
+                upstream = await self.clients[replica.url].post(path, content=body, headers=headers)
+            except NOT_SENT as exc:
+                # Never reached this replica: the next one may take it without a second
+                # prediction being possible.
+                self.replicas.refused(replica)
+                position += 1
+                if attempt < attempts:
+                    self._log_retry(attempt, exc, key, replica.url)
+                    if position >= len(ranked):  # every replica tried: back off first
+                        await asyncio.sleep(RETRY_BACKOFF_S * attempt)
+                    continue
+                return self._unavailable(attempts, key)
             except httpx.TimeoutException:
                 return self._fail(
                     504, "upstream_timeout", "model service did not answer in time", key
                 )
             except httpx.TransportError as exc:
-                # Safe to retry whether or not the model service read the request: same key.
+                # It may have read the request: retry the same replica only, same key.
                 if attempt < attempts:
-                    logger.bind(
-                        event="upstream_retry",
-                        attempt=attempt,
-                        **{"error.type": type(exc).__name__, "idempotency.key": key},
-                    ).warning("no answer from the model service ({}), retrying", type(exc).__name__)
+                    self._log_retry(attempt, exc, key, replica.url)
                     await asyncio.sleep(RETRY_BACKOFF_S * attempt)
                     continue
-                return self._fail(
-                    503,
-                    "upstream_unavailable",
-                    f"model service unreachable after {attempts} attempts",
-                    key,
-                )
+                return self._unavailable(attempts, key)
+            self.replicas.answered(replica)
             if upstream.status_code >= 500:
                 return self._fail(
                     502,
@@ -105,6 +160,19 @@ class Upstream:
             )
         raise AssertionError("unreachable")
 
+    @staticmethod
+    def _log_retry(attempt: int, exc: Exception, key: str, url: str) -> None:
+        logger.bind(
+            event="upstream_retry",
+            attempt=attempt,
+            **{"error.type": type(exc).__name__, "idempotency.key": key, "server.url": url},
+        ).warning("no answer from the model service ({}), retrying", type(exc).__name__)
+
+    def _unavailable(self, attempts: int, key: str) -> JSONResponse:
+        return self._fail(
+            503, "upstream_unavailable", f"model service unreachable after {attempts} attempts", key
+        )
+
     def _fail(self, status: int, reason: str, message: str, key: str) -> JSONResponse:
         logger.bind(
             event="upstream_failed",
@@ -117,11 +185,16 @@ class Upstream:
         )
 
     async def ready(self) -> bool:
-        """Probes are not traced (the model service does not trace its own /readyz either):
-        a one-span trace per probe would bury the real ones."""
+        """Ready when any replica is. Probes are not traced (the model service does not trace
+        its own /readyz either): a one-span trace per probe would bury the real ones."""
+        with suppress_http_instrumentation():
+            answers = await asyncio.gather(*(self._ready(c) for c in self.clients.values()))
+        return any(answers)
+
+    @staticmethod
+    async def _ready(client: httpx.AsyncClient) -> bool:
         try:
-            with suppress_http_instrumentation():
-                return (await self.client.get("/readyz")).status_code == 200
+            return (await client.get("/readyz")).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -158,14 +231,15 @@ def create_app(
 
     @asynccontextmanager
     async def upstream() -> AsyncIterator[None]:
-        state["upstream"] = Upstream(settings, telemetry, transport)
-        logger.bind(event="gateway_started", model_url=settings.model_url).info(
-            "forwarding to {}", settings.model_url
+        state["upstream"] = forwarder = Upstream(settings, telemetry, transport)
+        urls = [r.url for r in forwarder.replicas.replicas]
+        logger.bind(event="gateway_started", model_urls=urls).info(
+            "forwarding to {}", ", ".join(urls)
         )
         try:
             yield
         finally:
-            await state.pop("upstream").client.aclose()
+            await state.pop("upstream").aclose()
 
     app = create_service_app(
         "modelobs gateway",

@@ -18,8 +18,11 @@ Bounds: a stored answer is kept ``window_s`` seconds from the moment it was made
 them than concurrent requests).
 
 The map is per process: a retry must reach the same process to be answered from it. With
-several replicas (or uvicorn workers) the retry must go to the same one, or the store must be
-shared; that is left for when the service is replicated.
+several replicas the gateway sends every attempt of a key to the same replica
+(apps/replicas.py ranks them by the key) and moves on only when a connection was refused;
+what that leaves uncovered is in docs/contract.md ("Several replicas"). Under uvicorn
+workers the kernel hands each connection to any worker, so a caller's own retry may reach
+another worker of the same replica: run one worker per replica where that matters.
 
 Hand-written rather than one of the ecosystem's ASGI idempotency middlewares: the in-memory
 backend of asgi-idempotency-header 0.2 (read for this) grows without bound, answers a repeat

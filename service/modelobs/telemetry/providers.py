@@ -13,7 +13,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from .. import __version__
 from .exemplars import exemplar_filter
 from .http_views import unused_http_instrument_views
+from .instance import instance_attributes
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -102,11 +102,10 @@ def build_resource(service_name: str, environment: str) -> Resource:
         "service.name": service_name,
         "service.namespace": "modelobs",
         "service.version": __version__,
-        "service.instance.id": str(uuid.uuid4()),
         "deployment.environment.name": environment,
     }
     from_env = OTELResourceDetector().detect().attributes
-    return Resource.create({**defaults, **from_env})
+    return Resource.create({**defaults, **from_env, **instance_attributes(from_env)})
 
 
 def _span_exporter(meter_provider: metrics.MeterProvider) -> SpanExporter:

@@ -120,3 +120,31 @@ readinessProbe:
   periodSeconds: 5
   failureThreshold: 2
 {{- end -}}
+
+{{/* True (non-empty) when the prediction store is a shared PostgreSQL database. */}}
+{{- define "modelobs.sharedStore" -}}
+{{- if or .Values.predictionStore.url .Values.predictionStore.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{/* MODELOBS_PREDICTION_DB of the model service and the monitor: the shared database (from
+its Secret when one is named), else ``sqlite`` (a file in the pod's data directory). One
+process in all is the only thing a per-pod SQLite file serves correctly. */}}
+{{- define "modelobs.storeEnv" -}}
+{{- $store := .Values.predictionStore -}}
+{{- if $store.existingSecret }}
+- name: MODELOBS_PREDICTION_DB
+  valueFrom:
+    secretKeyRef:
+      name: {{ $store.existingSecret | quote }}
+      key: {{ $store.existingSecretKey | quote }}
+{{- else if $store.url }}
+- name: MODELOBS_PREDICTION_DB
+  value: {{ $store.url | quote }}
+{{- else }}
+{{- if or (gt (int .Values.modelService.replicas) 1) (gt (int .Values.modelService.workers) 1) }}
+{{- fail "modelService.replicas or workers above 1 need a shared prediction store: set predictionStore.url (postgresql://...) or predictionStore.existingSecret" }}
+{{- end }}
+- name: MODELOBS_PREDICTION_DB
+  value: /var/lib/modelobs/predictions.db
+{{- end }}
+{{- end -}}
