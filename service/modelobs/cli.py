@@ -25,6 +25,8 @@ def _train(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .apps.slow_clients import server_options
+
     if args.app == "gateway" and args.model_url:
         os.environ["MODELOBS_MODEL_URL"] = args.model_url
     get_settings.cache_clear()
@@ -41,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_config=None,
         access_log=args.access_log,
+        **server_options(get_settings()),  # timeouts for slow clients
     )
     return 0
 

@@ -41,7 +41,18 @@ class Settings(BaseSettings):
     model_url: str = "http://127.0.0.1:8000"
     upstream_timeout_s: float = Field(default=2.0, gt=0)
     upstream_retries: int = Field(default=2, ge=0, le=5)
+    # API key of the gateway's routes and the model service's /feedback (the gateway sends
+    # it on): x-api-key, compared in constant time.
     api_key: SecretStr | None = None
+    # Origins allowed by CORS (a JSON list); none by default: CORS stays off.
+    cors_origins: list[str] = Field(default_factory=list)
+
+    # Slow clients (apps/slow_clients.py): a connection must send its request line and
+    # headers within header_timeout_s (idle ones are closed), and a body within
+    # body_timeout_s of its headers (else 408); keep-alive connections idle that long close.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    keepalive_timeout_s: int = Field(default=5, ge=1)
 
     # Idempotency-Key answers the model service keeps (per process): a repeated key within
     # the window gets the first answer instead of a second prediction.
