@@ -147,7 +147,9 @@ def test_slow_clients_are_cut_off_and_counted_while_healthy_ones_are_served(
             for c in slow:
                 c.poll()
         metrics_text = client.get("/metrics").text
-        still_healthy = client.post("/predict", json={"record": VALID_RECORD}).status_code
+        last = client.post("/predict", json={"record": VALID_RECORD})
+        still_healthy = last.status_code
+        assert "server" not in last.headers  # no server software named
     for c in slow:
         c.sock.close()
 
