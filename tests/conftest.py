@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +52,13 @@ def make_settings(model_dir: Path, tmp_path: Path, **overrides: object) -> Setti
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def stack(model_dir: Path, tmp_path: Path) -> Iterator[Stack]:
+@contextmanager
+def running_stack(model_dir: Path, tmp_path: Path, **overrides: object) -> Iterator[Stack]:
+    """Both apps with ``overrides`` of their (shared) settings."""
     model_port = free_port()
-    settings = make_settings(model_dir, tmp_path, model_url=f"http://127.0.0.1:{model_port}")
+    settings = make_settings(
+        model_dir, tmp_path, model_url=f"http://127.0.0.1:{model_port}", **overrides
+    )
     model_tel, gateway_tel = captured("model-service"), captured("gateway")
     model_app = model_service.create_app(settings, model_tel.telemetry)
     gateway_app = gateway.create_app(settings, gateway_tel.telemetry)
@@ -62,3 +66,9 @@ def stack(model_dir: Path, tmp_path: Path) -> Iterator[Stack]:
         yield Stack(model_url, gateway_url, model_tel, gateway_tel)
     model_tel.telemetry.shutdown()
     gateway_tel.telemetry.shutdown()
+
+
+@pytest.fixture
+def stack(model_dir: Path, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(model_dir, tmp_path) as both:
+        yield both

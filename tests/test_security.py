@@ -7,45 +7,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from modelobs.apps import gateway, model_service, security
+from modelobs.apps import security
 from modelobs.apps.slow_clients import server_options
 from modelobs.settings import Settings
 
-from .conftest import VALID_RECORD, make_settings
+from .conftest import VALID_RECORD, Stack, running_stack
 from .hostile_payloads import table
-from .servers import Captured, captured, free_port, serve
 
 KEY = "k3y-for-tests-only"
 CANARY = "CANARY-7f3a9"  # a caller's value that must reach no log or span
 
 
-@dataclass
-class Apps:
-    model_url: str
-    gateway_url: str
-    model: Captured
-    gateway: Captured
-
-
 @pytest.fixture
-def apps(request: pytest.FixtureRequest, model_dir: Path, tmp_path: Path) -> Iterator[Apps]:
+def apps(request: pytest.FixtureRequest, model_dir: Path, tmp_path: Path) -> Iterator[Stack]:
     """Both apps; ``request.param`` (if any) overrides settings of both."""
-    overrides = getattr(request, "param", {})
-    port = free_port()
-    settings = make_settings(model_dir, tmp_path, model_url=f"http://127.0.0.1:{port}", **overrides)
-    model_tel, gateway_tel = captured("model-service"), captured("gateway")
-    model_app = model_service.create_app(settings, model_tel.telemetry)
-    gateway_app = gateway.create_app(settings, gateway_tel.telemetry)
-    with serve(model_app, port) as model_url, serve(gateway_app) as gateway_url:
-        yield Apps(model_url, gateway_url, model_tel, gateway_tel)
-    model_tel.telemetry.shutdown()
-    gateway_tel.telemetry.shutdown()
+    with running_stack(model_dir, tmp_path, **getattr(request, "param", {})) as both:
+        yield both
 
 
 PREDICT = {"record": VALID_RECORD}
@@ -54,7 +36,7 @@ FEEDBACK = {"prediction_id": "no-such-prediction", "label": "churn"}
 
 @pytest.mark.parametrize("apps", [{"api_key": KEY}], indirect=True)
 def test_api_key_guards_the_gateway_and_feedback(
-    apps: Apps, monkeypatch: pytest.MonkeyPatch
+    apps: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     compared: list[bytes] = []
     real_compare = security.hmac.compare_digest
@@ -108,7 +90,7 @@ INTERNALS = re.compile(
 
 
 @pytest.mark.parametrize("apps", [{"fault_error_rate": 1.0}], indirect=True)
-def test_error_bodies_name_no_exception_path_or_internal_name(apps: Apps) -> None:
+def test_error_bodies_name_no_exception_path_or_internal_name(apps: Stack) -> None:
     answers = {
         "500 of ours": httpx.post(apps.model_url + "/predict", json=PREDICT),
         "502 at the gateway": httpx.post(apps.gateway_url + "/v1/predict", json=PREDICT),
@@ -126,7 +108,7 @@ def test_error_bodies_name_no_exception_path_or_internal_name(apps: Apps) -> Non
     assert all(set(r.json()) == {"error"} for r in answers.values())
 
 
-def test_security_headers_on_every_answer(apps: Apps) -> None:
+def test_security_headers_on_every_answer(apps: Stack) -> None:
     answers = [
         httpx.post(apps.model_url + "/predict", json=PREDICT),
         httpx.post(apps.gateway_url + "/v1/predict", json=PREDICT),
@@ -161,7 +143,7 @@ def _preflight(url: str, origin: str) -> httpx.Response:
     )
 
 
-def test_cors_is_off_by_default(apps: Apps) -> None:
+def test_cors_is_off_by_default(apps: Stack) -> None:
     origin = "https://evil.example"
     for url in (apps.gateway_url + "/v1/predict", apps.model_url + "/predict"):
         assert "access-control-allow-origin" not in _preflight(url, origin).headers
@@ -171,7 +153,7 @@ def test_cors_is_off_by_default(apps: Apps) -> None:
 
 
 @pytest.mark.parametrize("apps", [{"cors_origins": ["https://ui.example"]}], indirect=True)
-def test_cors_allows_only_the_configured_origins(apps: Apps) -> None:
+def test_cors_allows_only_the_configured_origins(apps: Stack) -> None:
     url = apps.gateway_url + "/v1/predict"
     allowed = _preflight(url, "https://ui.example")
     assert allowed.status_code == 200
@@ -179,7 +161,7 @@ def test_cors_allows_only_the_configured_origins(apps: Apps) -> None:
     assert "access-control-allow-origin" not in _preflight(url, "https://evil.example").headers
 
 
-def test_rejection_messages_stay_out_of_logs_and_spans(apps: Apps) -> None:
+def test_rejection_messages_stay_out_of_logs_and_spans(apps: Stack) -> None:
     """The answer echoes the bad value to its sender; the telemetry does not."""
     sent = [
         {"record": {**VALID_RECORD, "contract": CANARY}},

@@ -10,10 +10,8 @@ process with 1 s deadlines, about 5 s of wall time.
 from __future__ import annotations
 
 import json
-import os
 import select
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,10 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from deploy.native.readiness import wait_ready
+from deploy.native.components import SPECS, Ports, StackConfig, resolve
+from deploy.native.supervisor import Supervisor
 
 from .conftest import VALID_RECORD
-from .processes import MODELOBS
 from .servers import free_port
 
 IDLE_CONNECTIONS = 50
@@ -36,15 +34,14 @@ class Server:
     url: str
     port: int
     log: Path
-    proc: subprocess.Popen[bytes]
 
 
 @pytest.fixture
 def server(model_dir: Path, tmp_path: Path) -> Iterator[Server]:
+    """The model service as the native stack runs it, alone, with 1 s deadlines."""
     port = free_port()
-    log = tmp_path / "model-service.log"
+    cfg = StackConfig(run_dir=tmp_path, ports=Ports(model=port))
     env = {
-        **os.environ,
         "MODELOBS_MODEL_DIR": str(model_dir),
         "MODELOBS_PREDICTION_DB": str(tmp_path / "predictions.db"),
         "MODELOBS_HEADER_TIMEOUT_S": "1",
@@ -54,24 +51,14 @@ def server(model_dir: Path, tmp_path: Path) -> Iterator[Server]:
         "OTEL_TRACES_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
     }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [MODELOBS, "serve", "model", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    supervisor = Supervisor(tmp_path)
+    supervisor.start(
+        [resolve(SPECS["model-service"], cfg, env=env, depends_on=())], say=lambda _m: None
+    )
     try:
-        wait_ready(f"{url}/readyz", proc, log, timeout_s=90, name="model service")
-        yield Server(url, port, log, proc)
+        yield Server(cfg.url(port), port, tmp_path / "model-service.log")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        supervisor.stop(say=lambda _m: None)
 
 
 @dataclass
