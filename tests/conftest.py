@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,18 +55,9 @@ def make_settings(model_dir: Path, tmp_path: Path, **overrides: object) -> Setti
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def stack(model_dir: Path, tmp_path: Path) -> Iterator[Stack]:
-    yield from _stack(model_dir, tmp_path)
-
-
-@pytest.fixture
-def store_stack(model_dir: Path, tmp_path: Path, store_db: str) -> Iterator[Stack]:
-    """The stack once on each prediction store (SQLite, PostgreSQL)."""
-    yield from _stack(model_dir, tmp_path, prediction_db=store_db)
-
-
-def _stack(model_dir: Path, tmp_path: Path, **overrides: object) -> Iterator[Stack]:
+@contextmanager
+def running_stack(model_dir: Path, tmp_path: Path, **overrides: object) -> Iterator[Stack]:
+    """Both apps with ``overrides`` of their (shared) settings."""
     model_port = free_port()
     settings = make_settings(
         model_dir, tmp_path, model_url=f"http://127.0.0.1:{model_port}", **overrides
@@ -77,6 +69,19 @@ def _stack(model_dir: Path, tmp_path: Path, **overrides: object) -> Iterator[Sta
         yield Stack(model_url, gateway_url, model_tel, gateway_tel)
     model_tel.telemetry.shutdown()
     gateway_tel.telemetry.shutdown()
+
+
+@pytest.fixture
+def stack(model_dir: Path, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(model_dir, tmp_path) as both:
+        yield both
+
+
+@pytest.fixture
+def store_stack(model_dir: Path, tmp_path: Path, store_db: str) -> Iterator[Stack]:
+    """The stack once on each prediction store (SQLite, PostgreSQL)."""
+    with running_stack(model_dir, tmp_path, prediction_db=store_db) as both:
+        yield both
 
 
 @pytest.fixture(params=STORES)

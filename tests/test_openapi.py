@@ -144,5 +144,5 @@ def test_api_key_is_documented_when_required(
             "type": "apiKey",
             "in": "header",
             "name": "x-api-key",
-            "description": "The gateway's API key (MODELOBS_API_KEY)",
+            "description": "The service's API key (MODELOBS_API_KEY)",
         }

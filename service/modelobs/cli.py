@@ -27,6 +27,7 @@ def _train(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .apps.slow_clients import server_options
     from .workers import WorkersRefused, prepare_workers
 
     if args.app == "gateway" and args.model_url:
@@ -60,6 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_config=None,
         access_log=args.access_log,
+        **server_options(get_settings()),  # timeouts for slow clients
     )
     return 0
 

@@ -45,7 +45,18 @@ class Settings(BaseSettings):
     upstream_retries: int = Field(default=2, ge=0, le=5)
     # A replica that refused a connection is skipped this long (doubling while it refuses).
     upstream_skip_s: float = Field(default=0.5, gt=0)
+    # API key of the gateway's routes and the model service's /feedback (the gateway sends
+    # it on): x-api-key, compared in constant time.
     api_key: SecretStr | None = None
+    # Origins allowed by CORS (a JSON list); none by default: CORS stays off.
+    cors_origins: list[str] = Field(default_factory=list)
+
+    # Slow clients (apps/slow_clients.py): a connection must send its request line and
+    # headers within header_timeout_s (idle ones are closed), and a body within
+    # body_timeout_s of its headers (else 408); keep-alive connections idle that long close.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    keepalive_timeout_s: int = Field(default=5, ge=1)
 
     # Idempotency-Key answers the model service keeps (per process): a repeated key within
     # the window gets the first answer instead of a second prediction.

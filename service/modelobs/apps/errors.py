@@ -2,7 +2,9 @@
 
 Every rejection names the field and the problem, carries a reason from a closed set (safe
 as a metric label), and is answered with a 4xx, never a 500; a failure of ours is a logged
-500 in the same shape.
+500 in the same shape, which names no exception, path or internal name. The rejection's
+message may echo the caller's values, so it goes into the answer only: logs get the field
+and the reason.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Reason(StrEnum):
     MALFORMED_JSON = "malformed_json"
     INVALID_SHAPE = "invalid_shape"
     UNAUTHORIZED = "unauthorized"
+    REQUEST_TIMEOUT = "request_timeout"
 
 
 STATUS_BY_REASON: dict[Reason, int] = {
@@ -45,6 +48,7 @@ STATUS_BY_REASON: dict[Reason, int] = {
     Reason.UNSUPPORTED_MEDIA_TYPE: 415,
     Reason.MALFORMED_JSON: 400,
     Reason.UNAUTHORIZED: 401,
+    Reason.REQUEST_TIMEOUT: 408,
 }
 
 
@@ -120,8 +124,11 @@ def install_error_handlers(app: FastAPI, telemetry: Telemetry) -> None:
             field=exc.field,
             **{"url.path": request.url.path},
             status_code=exc.status_code,
-        ).warning("rejected request: {}: {}", exc.field, exc.message)
-        return JSONResponse(exc.to_body(), status_code=exc.status_code)
+        ).warning("rejected request: {}: {}", exc.field, exc.reason.value)
+        # The message (which may echo the caller's values) goes to the caller only, never
+        # to logs or spans. A timed-out body is not read to its end: close the connection.
+        headers = {"connection": "close"} if exc.reason is Reason.REQUEST_TIMEOUT else None
+        return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def on_parameter_error(request: Request, exc: RequestValidationError) -> JSONResponse:

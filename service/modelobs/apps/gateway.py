@@ -21,16 +21,14 @@ refused while a later retry finds it back, predicts again (docs/contract.md).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import Depends, FastAPI, Request, Response, Security
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader
 from loguru import logger
 from opentelemetry import metrics
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
@@ -40,11 +38,13 @@ from ..settings import Settings, get_settings
 from ..telemetry import Telemetry
 from .api_docs import answers, document_contract, json_body
 from .api_models import ApiContract, FeedbackResponse, PredictResponse
-from .errors import Reason, Rejection, error_body, guarded
+from .errors import error_body, guarded
 from .idempotency import IDEMPOTENCY_HEADER, parse_key
 from .replicas import ReplicaSet, parse_urls
-from .request_body import read_limited
+from .request_body import check_content_encoding, read_limited
+from .security import API_KEY, api_key_check, install_security
 from .service_app import create_service_app, start_telemetry
+from .slow_clients import install_slow_client_guards
 
 SERVICE_NAME = "gateway"
 RETRY_BACKOFF_S = 0.05
@@ -110,8 +110,11 @@ class Upstream:
 
     async def forward(self, path: str, request: Request) -> Response:
         key = parse_key(request.headers.get(IDEMPOTENCY_HEADER)) or str(uuid.uuid4())
+        check_content_encoding(request)  # the body is forwarded without its encoding header
         body = await read_limited(request, self.settings.max_body_bytes)
         headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
+        if self.settings.api_key is not None:  # the model service's /feedback asks for it
+            headers[API_KEY] = self.settings.api_key.get_secret_value()
         headers[IDEMPOTENCY_HEADER] = key
         answer_headers = {IDEMPOTENCY_HEADER: key}
         ranked = self.replicas.ranked(key)
@@ -199,26 +202,6 @@ class Upstream:
             return False
 
 
-API_KEY_HEADER = APIKeyHeader(
-    name="x-api-key", auto_error=False, description="The gateway's API key (MODELOBS_API_KEY)"
-)
-
-
-def api_key_check(settings: Settings) -> list[Any]:
-    """The routes' dependencies: none without a key, else a constant-time comparison (the
-    key itself is never logged) declared as the document's security scheme."""
-    if settings.api_key is None:
-        return []
-    expected = settings.api_key.get_secret_value().encode()
-
-    async def check(given: str | None = Security(API_KEY_HEADER)) -> None:
-        if not hmac.compare_digest((given or "").encode(), expected):
-            message = "missing API key" if not given else "invalid API key"
-            raise Rejection(Reason.UNAUTHORIZED, "x-api-key", message)
-
-    return [Depends(check)]
-
-
 def create_app(
     settings: Settings | None = None,
     telemetry: Telemetry | None = None,
@@ -248,6 +231,8 @@ def create_app(
         upstream,
         http_instrumentation=settings.http_instrumentation,
     )
+    install_security(app, settings)
+    install_slow_client_guards(app, telemetry, settings)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:

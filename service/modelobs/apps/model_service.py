@@ -31,7 +31,9 @@ from .errors import Rejection, error_body, guarded
 from .idempotency import IdempotentAnswers
 from .monitor_routes import NoMonitor, add_monitor_routes
 from .request_body import read_json_body
+from .security import api_key_check, install_security
 from .service_app import create_service_app, start_telemetry
+from .slow_clients import install_slow_client_guards
 from .validation import RequestValidator
 
 SERVICE_NAME = "model-service"
@@ -161,7 +163,10 @@ class ModelService:
         )
 
     async def predict(self, request: Request) -> list[Prediction]:
-        with self.tracer.start_as_current_span("validate request") as span:
+        # Not recorded as an exception event: a rejection's message may echo feature values.
+        with self.tracer.start_as_current_span(
+            "validate request", record_exception=False, set_status_on_exception=False
+        ) as span:
             try:
                 body = await read_json_body(request, self.settings.max_body_bytes)
                 records = self.validator.records(body)
@@ -271,6 +276,8 @@ def create_app(
         model_service,
         http_instrumentation=settings.http_instrumentation,
     )
+    install_security(app, settings)
+    install_slow_client_guards(app, telemetry, settings)
     generic = ApiContract(None, settings.max_batch_size)
     document_contract(
         app, lambda: state["service"].validator.contract if "service" in state else generic
@@ -300,8 +307,11 @@ def create_app(
     @app.post(
         "/feedback",
         summary="Attach the true label to a prediction",
+        dependencies=api_key_check(settings),
         openapi_extra=json_body("FeedbackRequest"),
-        responses=answers(FeedbackResponse, 400, 404, 409, 413, 415, 422),
+        responses=answers(
+            FeedbackResponse, 400, 404, 409, 413, 415, 422, *((401,) if settings.api_key else ())
+        ),
     )
     async def feedback(request: Request) -> JSONResponse:
         payload = await read_json_body(request, 4096)

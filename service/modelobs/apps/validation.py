@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from ..model.schema import ModelSchema
 from .api_models import PREDICTION_ID_MAX_LENGTH, ApiContract
 from .errors import Reason, Rejection
-from .request_body import malformed_json
+from .request_body import malformed_json, reject_duplicate_keys
 
 _SHOWN = 40
 _TOP_LEVEL_EXTRA = "unknown top-level field (expected exactly one of 'record' or 'records')"
@@ -92,6 +92,7 @@ class RequestValidator:
             parsed = self.contract.predict.validate_json(body)
         except ValidationError as invalid:
             raise self._predict_rejection(invalid, body) from None
+        reject_duplicate_keys(body)
         if isinstance(parsed, self.contract.batch):
             return parsed.records  # type: ignore[attr-defined,no-any-return]
         return [parsed.record]
@@ -111,6 +112,7 @@ class RequestValidator:
                     Reason.INVALID_SHAPE, "body", f"expected a JSON object, got {_type_name(value)}"
                 ) from None
             raise self._rejection(first, "unknown field (expected: prediction_id, label)") from None
+        reject_duplicate_keys(body)
         return parsed.prediction_id, parsed.label
 
     def _predict_rejection(self, invalid: ValidationError, body: bytes) -> Rejection:
