@@ -8,6 +8,7 @@ answered. WAL mode lets readers (look-ups, feedback) work while the writer commi
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import sqlite3
@@ -46,6 +47,10 @@ _COLUMNS = (
 
 
 DROP_REASONS = ("queue_full", "write_error")
+# A prediction log that could not be opened is tried again this often; failures are logged
+# at most this often.
+REOPEN_EVERY_S = 1.0
+LOG_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,8 @@ class PredictionLog:
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
         self._last_drop_log = 0.0
+        self._last_failure_log = -LOG_EVERY_S
+        self._last_open_attempt = 0.0
         self._dropped = meter.create_counter(
             "modelobs.prediction_log.dropped",
             unit="{prediction}",
@@ -134,16 +141,40 @@ class PredictionLog:
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = _connect(self.path)
-        writer.executescript(SCHEMA)
-        self._reader = _connect(self.path)
+        """Open the log and start its writer. A log that cannot be opened (a read-only or
+        missing volume) does not stop the service: predictions are served, their rows
+        counted as dropped (``write_error``), and the writer opens it once it can."""
+        writer = self._open()
         # The writer logs in the context of whoever started it (its service's telemetry).
         context = contextvars.copy_context()
         self._thread = threading.Thread(
             target=context.run, args=(self._run, writer), name="prediction-log-writer", daemon=True
         )
         self._thread.start()
+
+    def _open(self) -> sqlite3.Connection | None:
+        """The writer's connection with the schema in place (and the readers'), or None."""
+        self._last_open_attempt = time.monotonic()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            writer = _connect(self.path)
+            writer.executescript(SCHEMA)
+            if self._reader is None:
+                self._reader = _connect(self.path)
+            return writer
+        except (sqlite3.Error, OSError) as exc:
+            self._log_failure("prediction_log_open_failed", "cannot open the prediction log", exc)
+            return None
+
+    def _log_failure(self, event: str, what: str, exc: BaseException, dropped: int = 0) -> None:
+        """At most one ERROR line per LOG_EVERY_S (a dead disk fails every batch); the
+        counter counts every row."""
+        now = time.monotonic()
+        if now - self._last_failure_log >= LOG_EVERY_S:
+            self._last_failure_log = now
+            logger.bind(event=event, dropped=dropped, path=str(self.path)).error(
+                "{}: {}", what, exc
+            )
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Drain the buffer, commit, close. Blocks until written or ``timeout_s``."""
@@ -190,22 +221,27 @@ class PredictionLog:
             return self._progress.wait_for(lambda: self._written >= target, timeout_s)
 
     # -- writer thread --------------------------------------------------------------
-    def _run(self, conn: sqlite3.Connection) -> None:
+    def _run(self, conn: sqlite3.Connection | None) -> None:
         while True:
             self._wake.wait(self._flush_interval_s)
             self._wake.clear()
             stopping = self._stopping  # read before draining: nothing appended after is lost
+            if conn is None and time.monotonic() - self._last_open_attempt >= REOPEN_EVERY_S:
+                conn = self._open()
             while self._pending:
                 count = min(len(self._pending), self._batch_size)
                 self._write(conn, [self._pending.popleft() for _ in range(count)])
             if stopping:
                 break
-        conn.close()
+        if conn is not None:
+            conn.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: list[PredictionRow]) -> None:
+    def _write(self, conn: sqlite3.Connection | None, batch: list[PredictionRow]) -> None:
         if not batch:
             return
         try:
+            if conn is None:
+                raise sqlite3.OperationalError("not open")
             conn.execute("BEGIN")
             conn.executemany(
                 "INSERT OR IGNORE INTO predictions "
@@ -226,11 +262,12 @@ class PredictionLog:
             )
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            if conn is not None and conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             self._dropped.add(len(batch), {"reason": "write_error"})
-            logger.bind(event="prediction_log_write_failed", dropped=len(batch)).error(
-                "prediction log write failed: {}", exc
+            self._log_failure(
+                "prediction_log_write_failed", "prediction log write failed", exc, len(batch)
             )
         with self._progress:
             self._written += len(batch)
@@ -238,7 +275,8 @@ class PredictionLog:
 
     # -- reads and feedback -----------------------------------------------------------
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        assert self._reader is not None, "prediction log not started"
+        if self._reader is None:
+            raise sqlite3.OperationalError(f"prediction log {self.path} is not open")
         with self._reader_lock:
             return self._reader.execute(sql, params).fetchall()
 
@@ -265,6 +303,10 @@ class PredictionLog:
         return [_row(r) for r in rows]
 
     def recent_labelled(self, limit: int) -> list[PredictionRow]:
+        """The newest labelled rows (seed of the quality window at start); none while the
+        log cannot be opened: the service starts with an empty window instead of failing."""
+        if self._reader is None:
+            return []
         rows = self._read(
             f"SELECT {_COLUMNS} FROM predictions WHERE labelled_at IS NOT NULL "
             "ORDER BY labelled_at DESC LIMIT ?",
