@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from deploy.native import components as native
@@ -83,8 +85,14 @@ class FaultStack:
 
 @pytest.fixture(scope="session")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
+    with native_stack(tmp_path_factory.mktemp("fault-run")) as stack:
+        yield stack
+
+
+@contextmanager
+def native_stack(run_dir: Path) -> Iterator[FaultStack]:
+    """The stack this module describes, in ``run_dir``; stopped when the block ends."""
     bins = require_binaries()
-    run_dir = tmp_path_factory.mktemp("fault-run")
     ports, _ = native.Ports.free()
     rules_dir = run_dir / "rules"
     rules_dir.mkdir()

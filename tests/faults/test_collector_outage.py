@@ -70,7 +70,7 @@ def _settled(stack: FaultStack, timeout_s: float = 60) -> dict[str, dict[str, fl
         counts = {sig: _sdk_counts(stack, word) for sig, (word, _) in SIGNALS.items()}
         idle = all(c["queued"] == 0 and c["submitted"] == c["exported"] for c in counts.values())
         if idle:
-            time.sleep(0)  # one more read below proves nothing moved since
+            time.sleep(0.5)  # and nothing moved meanwhile
             again = {sig: _sdk_counts(stack, word) for sig, (word, _) in SIGNALS.items()}
             if again == counts:
                 return counts
