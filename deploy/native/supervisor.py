@@ -218,6 +218,17 @@ def _wait_gone(procs: Sequence[psutil.Process], timeout_s: float) -> list[psutil
         time.sleep(0.05)
 
 
+def _wait_started(process: Process, proc: subprocess.Popen[bytes], record: Running) -> None:
+    """Wait until ``process`` is ready; one that may exit and finished cleanly is fine too."""
+    try:
+        wait_ready(
+            process.ready_url, proc, Path(record.log), process.ready_timeout_s, name=process.name
+        )
+    except NotReady as exc:
+        if not (process.may_exit and proc.returncode == 0):
+            raise SupervisorError(str(exc)) from None
+
+
 class Supervisor:
     """The processes of one run directory."""
 
@@ -264,17 +275,7 @@ class Supervisor:
                 proc, record = launch(process, self.run_dir)
                 started.append(record)
                 self._save(started)
-                try:
-                    wait_ready(
-                        process.ready_url,
-                        proc,
-                        Path(record.log),
-                        process.ready_timeout_s,
-                        name=process.name,
-                    )
-                except NotReady as exc:
-                    if not (process.may_exit and proc.returncode == 0):
-                        raise SupervisorError(str(exc)) from None
+                _wait_started(process, proc, record)
                 elapsed = time.monotonic() - t0
                 say(f"  {process.name:<16} ready in {elapsed:4.1f}s  pid {proc.pid}")
         except BaseException:
@@ -319,16 +320,7 @@ class Supervisor:
         if old is None:
             records.append(running)
         self._save([running if r.name == process.name else r for r in records])
-        try:
-            wait_ready(
-                process.ready_url,
-                proc,
-                Path(running.log),
-                process.ready_timeout_s,
-                name=process.name,
-            )
-        except NotReady as exc:
-            raise SupervisorError(str(exc)) from None
+        _wait_started(process, proc, running)
         return running
 
     def _stop(self, records: Sequence[Running], say: Say) -> list[str]:

@@ -16,7 +16,6 @@ FAILS every test (never a skip).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,9 +24,10 @@ from pathlib import Path
 import pytest
 from deploy.native import components as native
 from deploy.native.readiness import log_tail
-from deploy.native.supervisor import Process, Supervisor, SupervisorError
+from deploy.native.supervisor import Process, Supervisor
 
 from tests.e2e.conftest import require_binaries
+from tests.processes import start_or_fail
 from tests.rule_tuning import tune_rules
 
 SERVICES = ("model-service", "gateway")
@@ -125,13 +125,7 @@ def native_stack(run_dir: Path) -> Iterator[FaultStack]:
             # Firing alerts are re-sent every 2 s (default 1 m): one pending while Alertmanager
             # was down reaches it soon after it is back.
             process.argv.append("--rules.alert.resend-delay=2s")
-    supervisor = Supervisor(run_dir)
-    started = time.monotonic()
-    try:
-        supervisor.start(processes, say=lambda _m: None)
-    except (SupervisorError, LookupError) as exc:
-        pytest.fail(f"the fault stack did not start: {exc}", pytrace=False)
-    print(f"\nfault stack up in {time.monotonic() - started:.1f}s, run dir {run_dir}")
+    supervisor = start_or_fail(run_dir, processes, "fault stack")
     try:
         yield FaultStack(cfg, supervisor, {p.name: p for p in processes})
     finally:
