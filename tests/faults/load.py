@@ -109,7 +109,12 @@ def total(
 
 
 def rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` and its children, MiB."""
-    proc = psutil.Process(pid)
-    members = [proc, *proc.children(recursive=True)]
-    return sum(p.memory_info().rss for p in members) / 2**20
+    """Resident memory of ``pid``, MiB."""
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds ``pids`` have used so far: unlike latency, hardly moved by
+    whatever else the (shared) machine runs meanwhile."""
+    times = [psutil.Process(pid).cpu_times() for pid in pids]
+    return sum(t.user + t.system for t in times)

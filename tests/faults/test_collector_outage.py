@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from .conftest import SERVICES, FaultStack
-from .load import load_phase, rss_mib, scrape, total
+from .load import cpu_s, load_phase, rss_mib, scrape, total
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -64,7 +64,8 @@ def _collector_accepted(stack: FaultStack, counter: str) -> float:
 
 def _settled(stack: FaultStack, timeout_s: float = 60) -> dict[str, dict[str, float]]:
     """Wait until both services' SDKs hold nothing (queues empty, no export in flight) and
-    the collector has counted everything they sent; return the SDK counts then."""
+    their counts stand still; return them. (The collector counts a batch as accepted before
+    the export that sent it returns.)"""
     deadline = time.monotonic() + timeout_s
     while True:
         counts = {sig: _sdk_counts(stack, word) for sig, (word, _) in SIGNALS.items()}
@@ -85,7 +86,9 @@ def test_collector_killed_for_30s_costs_no_request_and_every_drop_is_counted(
     stack = fault_stack
     pids = {name: stack.pid(name) for name in SERVICES}
     load_phase("warm-up", stack.gateway_url, 3)
+    cpu = [cpu_s(list(pids.values()))]
     before = load_phase("before", stack.gateway_url, 15)
+    cpu.append(cpu_s(list(pids.values())))
     rss_before = {name: rss_mib(pid) for name, pid in pids.items()}
     rss_peak = dict(rss_before)
     window_start: dict[str, dict[str, float]] = {}
@@ -108,12 +111,19 @@ def test_collector_killed_for_30s_costs_no_request_and_every_drop_is_counted(
         sample_rss()
 
     during = load_phase("during", stack.gateway_url, OUTAGE_S, beside=outage)
+    cpu.append(cpu_s(list(pids.values())))
     after = load_phase("after", stack.gateway_url, 15, beside=comeback)
     window_end = _settled(stack)
 
+    cpu_ms = {  # the services' CPU time per request, phase by phase
+        phase.name: 1000 * (cpu[i + 1] - cpu[i]) / phase.sent
+        for i, phase in enumerate((before, during))
+    }
     print()
     for phase in (before, during, after):
-        print(phase.line())
+        print(
+            phase.line(), f"CPU {cpu_ms[phase.name]:.2f} ms/request" if phase.name in cpu_ms else ""
+        )
     for name in SERVICES:
         print(f"{name:>14}: RSS before {rss_before[name]:.1f} MiB, peak {rss_peak[name]:.1f} MiB")
     balance = {}
@@ -129,6 +139,8 @@ def test_collector_killed_for_30s_costs_no_request_and_every_drop_is_counted(
         )
 
     assert before.failed == during.failed == after.failed == 0
+    # The services do no more work per request while the collector is gone.
+    assert cpu_ms["during"] <= P99_FACTOR * cpu_ms["before"], cpu_ms
     for phase in (during, after):
         assert phase.p99_ms <= P99_FACTOR * before.p99_ms, phase.line()
     for name in SERVICES:
