@@ -4,13 +4,15 @@ definitions and supervisor, and wait until they are ready."""
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from deploy.native.components import SPECS, Ports, StackConfig, resolve
 from deploy.native.readiness import wait_ready
-from deploy.native.supervisor import Supervisor
+from deploy.native.supervisor import Process, Supervisor, SupervisorError
 
 MODELOBS = str(Path(sys.executable).with_name("modelobs"))
 
@@ -19,6 +21,19 @@ __all__ = ["MODELOBS", "service_pair", "wait_ready"]
 
 def _quiet(_message: str) -> None:
     pass
+
+
+def start_or_fail(run_dir: Path, processes: list[Process], what: str) -> Supervisor:
+    """Start ``processes`` in ``run_dir`` and wait for them, or fail the test saying why
+    (a missing binary FAILS, never skips); prints how long the start took."""
+    supervisor = Supervisor(run_dir)
+    started = time.monotonic()
+    try:
+        supervisor.start(processes, say=_quiet)
+    except (SupervisorError, LookupError) as exc:
+        pytest.fail(f"the {what} did not start: {exc}", pytrace=False)
+    print(f"\n{what} up in {time.monotonic() - started:.1f}s, run dir {run_dir}")
+    return supervisor
 
 
 @contextmanager

@@ -218,6 +218,17 @@ def _wait_gone(procs: Sequence[psutil.Process], timeout_s: float) -> list[psutil
         time.sleep(0.05)
 
 
+def _wait_started(process: Process, proc: subprocess.Popen[bytes], record: Running) -> None:
+    """Wait until ``process`` is ready; one that may exit and finished cleanly is fine too."""
+    try:
+        wait_ready(
+            process.ready_url, proc, Path(record.log), process.ready_timeout_s, name=process.name
+        )
+    except NotReady as exc:
+        if not (process.may_exit and proc.returncode == 0):
+            raise SupervisorError(str(exc)) from None
+
+
 class Supervisor:
     """The processes of one run directory."""
 
@@ -264,17 +275,7 @@ class Supervisor:
                 proc, record = launch(process, self.run_dir)
                 started.append(record)
                 self._save(started)
-                try:
-                    wait_ready(
-                        process.ready_url,
-                        proc,
-                        Path(record.log),
-                        process.ready_timeout_s,
-                        name=process.name,
-                    )
-                except NotReady as exc:
-                    if not (process.may_exit and proc.returncode == 0):
-                        raise SupervisorError(str(exc)) from None
+                _wait_started(process, proc, record)
                 elapsed = time.monotonic() - t0
                 say(f"  {process.name:<16} ready in {elapsed:4.1f}s  pid {proc.pid}")
         except BaseException:
@@ -282,6 +283,45 @@ class Supervisor:
             self.state_path.unlink(missing_ok=True)
             raise
         return started
+
+    # -- one process at a time (the fault tests kill and bring back single components) --
+    def record(self, name: str) -> Running:
+        """The recorded process called ``name``."""
+        for record in self.recorded():
+            if record.name == name:
+                return record
+        raise SupervisorError(f"{name} is not recorded in {self.state_path}")
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 30) -> None:
+        """Send ``sig`` to ``name``'s process group and wait until it has ended and its
+        ports are closed (SIGTERM: a graceful stop, waited for up to ``timeout_s``)."""
+        record = self.record(name)
+        members = record.group()
+        for proc in members:
+            _signal(proc, sig)
+        left = _wait_gone(members, timeout_s)
+        if left:
+            raise SupervisorError(f"{name} still running {timeout_s:.0f}s after {sig.name}")
+        deadline = time.monotonic() + 10
+        while any(port_open(port) for port in record.ports):
+            if time.monotonic() > deadline:
+                raise SupervisorError(f"{name}: ports {record.ports} still open after it ended")
+            time.sleep(0.05)
+
+    def restart(self, process: Process) -> Running:
+        """Start ``process`` again in place of its ended record (same name, log and ports)
+        and wait until it is ready; the stack's stop then stops the new one."""
+        records = self.recorded()
+        old = next((r for r in records if r.name == process.name), None)
+        if old is not None and old.group():
+            raise SupervisorError(f"{process.name} is still running: stop or kill it first")
+        proc, running = launch(process, self.run_dir)
+        # In its old place: the stack stops in reverse start order.
+        if old is None:
+            records.append(running)
+        self._save([running if r.name == process.name else r for r in records])
+        _wait_started(process, proc, running)
+        return running
 
     def _stop(self, records: Sequence[Running], say: Say) -> list[str]:
         """Stop in reverse start order; returns what was left behind."""

@@ -34,10 +34,9 @@ from deploy.native import components as native
 from deploy.native.binaries import BinariesMissing, find_binaries
 from deploy.native.readiness import log_tail
 from deploy.native.summary import iter_spans, logs_query, prom_query
-from deploy.native.supervisor import Supervisor, SupervisorError
 
 from modelobs.model.data import EXAMPLE_RECORD
-from tests.processes import MODELOBS
+from tests.processes import MODELOBS, start_or_fail
 from tests.rule_tuning import tune_rules
 
 SLOW_LATENCY_MS = 300
@@ -182,13 +181,7 @@ def e2e(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Itera
     for process in processes:
         if process.name == "load":
             process.depends_on = tuple(p.name for p in processes if p is not process)
-    supervisor = Supervisor(run_dir)
-    started = time.monotonic()
-    try:
-        supervisor.start(processes, say=lambda _m: None)
-    except (SupervisorError, LookupError) as exc:
-        pytest.fail(f"the e2e stack did not start: {exc}", pytrace=False)
-    print(f"\ne2e stack up in {time.monotonic() - started:.1f}s, run dir {run_dir}")
+    supervisor = start_or_fail(run_dir, processes, "e2e stack")
     try:
         yield E2EStack(
             cfg=cfg,

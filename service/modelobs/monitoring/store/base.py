@@ -24,8 +24,14 @@ from opentelemetry import metrics
 
 from .ids import id_time
 from .rows import FeedbackOutcome, PredictionRow
+from .schema import SchemaVersionError
 
 DROP_REASONS = ("queue_full", "write_error")
+# A store that could not be opened (a read-only or missing volume, a database down) is
+# tried again this often; open and write failures are logged at most this often (a dead
+# disk fails every batch, and the counter counts every row).
+REOPEN_EVERY_S = 1.0
+LOG_EVERY_S = 5.0
 
 _FIELDS = (
     "p.prediction_id, p.created_at, p.model_version, p.features, p.prediction, p.score, "
@@ -109,6 +115,9 @@ class PredictionStore(ABC):
         self._progress = threading.Condition()
         self._thread: threading.Thread | None = None
         self._last_drop_log = 0.0
+        self._last_failure_log = -LOG_EVERY_S
+        self._last_open_attempt = 0.0
+        self._opened = False
         self._gaps: dict[tuple[str, int], Any] = {}
         self._dropped = meter.create_counter(
             "modelobs.prediction_log.dropped",
@@ -163,18 +172,40 @@ class PredictionStore(ABC):
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> None:
-        try:
-            self._open()
-        except BaseException:  # e.g. a schema refused: leave no connection behind
-            self._close()
-            raise
-        writer = self._open_writer()
+        """Open the store and start its writer. A store that cannot be opened (a read-only
+        or missing volume, a database down) does not stop the service: predictions are
+        served, their rows counted as dropped (``write_error``), and the writer opens it
+        once it can. A schema this code must not read (SchemaVersionError) does stop it."""
+        writer = self._reopen()
         # The writer logs in the context of whoever started it (its service's telemetry).
         context = contextvars.copy_context()
         self._thread = threading.Thread(
             target=context.run, args=(self._run, writer), name="prediction-log-writer", daemon=True
         )
         self._thread.start()
+
+    def _reopen(self) -> Any:
+        """Schema and reader in place, and a writer connection; None when that failed."""
+        self._last_open_attempt = time.monotonic()
+        try:
+            if not self._opened:
+                self._open()
+                self._opened = True
+            return self._open_writer()
+        except SchemaVersionError:
+            self._close()
+            raise
+        except Exception as exc:  # any database or file-system failure: retried later
+            if not self._opened:
+                self._close()
+            self._log_failure("prediction_log_open_failed", "cannot open the prediction store", exc)
+            return None
+
+    def _log_failure(self, event: str, what: str, exc: BaseException, dropped: int = 0) -> None:
+        now = time.monotonic()
+        if now - self._last_failure_log >= LOG_EVERY_S:
+            self._last_failure_log = now
+            logger.bind(event=event, dropped=dropped).error("{} {}: {}", what, self.where, exc)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Drain the buffer, commit, close. Blocks until written or ``timeout_s``."""
@@ -189,6 +220,7 @@ class PredictionStore(ABC):
             )
         self._thread = None
         self._close()
+        self._opened = False
 
     # -- request path ---------------------------------------------------------------
     def submit(self, rows: Iterable[PredictionRow]) -> int:
@@ -224,6 +256,8 @@ class PredictionStore(ABC):
             self._wake.wait(self._flush_interval_s)
             self._wake.clear()
             stopping = self._stopping  # read before draining: nothing appended after is lost
+            if conn is None and time.monotonic() - self._last_open_attempt >= REOPEN_EVERY_S:
+                conn = self._reopen()
             while self._pending:
                 count = min(len(self._pending), self._batch_size)
                 conn = self._write(conn, [self._pending.popleft() for _ in range(count)])
@@ -236,12 +270,12 @@ class PredictionStore(ABC):
         """Commit a batch; on failure count it dropped and reconnect for the next one."""
         try:
             if conn is None:
-                conn = self._open_writer()
+                raise ConnectionError("not open (retried every second)")
             self._insert(conn, batch)
         except Exception as exc:  # any database failure drops the batch, counted
             self._dropped.add(len(batch), {"reason": "write_error"})
-            logger.bind(event="prediction_log_write_failed", dropped=len(batch)).error(
-                "prediction log write to {} failed: {}", self.where, exc
+            self._log_failure(
+                "prediction_log_write_failed", "prediction store write to", exc, len(batch)
             )
             if conn is not None:
                 self._close_writer(conn)
@@ -305,7 +339,10 @@ class PredictionStore(ABC):
         return [to_row(r) for r in rows]
 
     def recent_labelled(self, limit: int) -> list[PredictionRow]:
-        """The last ``limit`` labelled predictions, in the order the labels came."""
+        """The last ``limit`` labelled predictions, in the order the labels came; none while
+        the store cannot be opened (the service starts with an empty window)."""
+        if not self._opened:
+            return []
         rows = self._query(
             f"SELECT {_FIELDS} FROM labels l JOIN predictions p"
             " ON p.prediction_id = l.prediction_id ORDER BY l.seq DESC LIMIT ?",
