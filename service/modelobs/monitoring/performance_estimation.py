@@ -78,7 +78,6 @@ class PerformanceEstimator:
         meter.create_observable_gauge(
             "modelobs.model.estimated_accuracy",
             callbacks=[self._observe_accuracy],
-            unit="1",
             description="Accuracy expected from the calibrated probabilities of the last "
             "predictions (no labels needed)",
         )
@@ -86,8 +85,7 @@ class PerformanceEstimator:
             meter.create_observable_gauge(
                 f"modelobs.model.estimated_{name}",
                 callbacks=[self._per_class(name)],
-                unit="1",
-                description=f"{name.capitalize()} per class expected from the calibrated "
+                    description=f"{name.capitalize()} per class expected from the calibrated "
                 "probabilities of the last predictions",
             )
         meter.create_observable_gauge(
