@@ -85,7 +85,7 @@ class PerformanceEstimator:
             meter.create_observable_gauge(
                 f"modelobs.model.estimated_{name}",
                 callbacks=[self._per_class(name)],
-                    description=f"{name.capitalize()} per class expected from the calibrated "
+                description=f"{name.capitalize()} per class expected from the calibrated "
                 "probabilities of the last predictions",
             )
         meter.create_observable_gauge(
