@@ -145,22 +145,24 @@ def test_the_calibration_is_saved_with_the_model(bundle: ModelBundle, model_dir:
     assert report.estimated_accuracy == pytest.approx(report.accuracy, abs=ACCURACY_TOLERANCE)
 
 
-def test_a_model_saved_before_calibration_is_refused_with_the_reason(
-    model_dir: Path, tmp_path: Path
-) -> None:
+@pytest.fixture
+def old_model(model_dir: Path, tmp_path: Path) -> Path:
+    """A bundle as this project saved it before calibration: no calibration.json."""
     old = tmp_path / "old-model"
     shutil.copytree(model_dir, old)
     (old / store.CALIBRATION_FILE).unlink()
+    return old
+
+
+def test_a_model_saved_before_calibration_is_refused_with_the_reason(old_model: Path) -> None:
     with pytest.raises(store.ModelOutdatedError, match=r"before probabilities were calibrated"):
-        store.load(old)
+        store.load(old_model)
 
 
 def test_the_service_retrains_a_model_saved_before_calibration(
-    model_dir: Path, tmp_path: Path
+    old_model: Path, tmp_path: Path
 ) -> None:
-    old = tmp_path / "old-model"
-    shutil.copytree(model_dir, old)
-    (old / store.CALIBRATION_FILE).unlink()
+    old = old_model
     said: list[str] = []
     sink = logger.add(lambda message: said.append(str(message)), level="INFO")
     try:
