@@ -21,7 +21,7 @@ from loguru import logger
 from modelobs.apps import model_service
 from modelobs.model import data, shifts, store
 from modelobs.model.store import ModelBundle
-from modelobs.monitoring.performance_estimation import Estimate, estimate
+from modelobs.monitoring.performance_estimation import Estimate, binary_rows, estimate
 
 from .conftest import VALID_RECORD, Stack, make_settings
 
@@ -68,6 +68,17 @@ def test_a_class_never_predicted_has_no_precision() -> None:
     found = estimate(("stay", "churn"), np.array([[0.9, 0.1], [0.7, 0.3]]))
     assert found.precision["churn"] is None
     assert found.recall["churn"] == pytest.approx(0.0)
+
+
+def test_stored_scores_give_back_the_probability_rows() -> None:
+    """The prediction store keeps (class, score): enough for a two-class model's estimate."""
+    rows = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    stored = [(("stay", "churn")[r.argmax()], float(r.max())) for r in rows]
+    rebuilt = binary_rows(("stay", "churn"), stored)
+    assert np.allclose(rebuilt, rows)
+    assert estimate(("stay", "churn"), np.array(rebuilt)) == estimate(("stay", "churn"), rows)
+    with pytest.raises(ValueError, match="2 classes"):
+        binary_rows(("a", "b", "c"), stored)
 
 
 def test_rows_of_the_wrong_width_are_refused() -> None:

@@ -60,6 +60,20 @@ def estimate(classes: Sequence[str], probabilities: np.ndarray) -> Estimate:
     return Estimate(len(probabilities), float(top.mean()), precision, recall)
 
 
+def binary_rows(
+    classes: Sequence[str], predictions: Iterable[tuple[str, float]]
+) -> list[tuple[float, float]]:
+    """Probability rows of a two-class model rebuilt from (predicted class, its probability),
+    which is what the prediction store keeps: the other class has the rest."""
+    if len(classes) != 2:
+        raise ValueError(f"a score alone gives the probabilities of 2 classes, not {len(classes)}")
+    first = classes[0]
+    return [
+        (score, 1.0 - score) if label == first else (1.0 - score, score)
+        for label, score in predictions
+    ]
+
+
 class PerformanceEstimator:
     """A bounded window of predicted probability rows; estimated-quality gauges computed when
     collected."""
