@@ -32,6 +32,7 @@ from opentelemetry import metrics
 from ..model.store import ModelBundle
 from ..settings import Settings
 from .drift import DriftMonitor, DriftReport, DriftSettings, FeatureSpec
+from .performance_estimation import binary_rows
 from .quality import QualitySummary, QualityTracker
 from .store import PredictionRow
 
@@ -159,6 +160,9 @@ class ModelMonitor:
                 mine = [r for r in rows if r.model_version == self.model_version]
                 if mine:
                     self.drift.observe([r.features for r in mine], [r.created_at for r in mine])
+                    # The label-free estimate reads the stored (class, score) of each one.
+                    scored = [(r.prediction, r.score) for r in mine]
+                    self.quality.observe_probabilities(binary_rows(self.quality.classes, scored))
                 self.rows_skipped += len(rows) - len(mine)
                 self.rows_read += len(rows)
                 read += len(rows)

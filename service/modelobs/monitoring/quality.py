@@ -4,7 +4,9 @@ N labelled predictions, and how long labels take to arrive.
 All of it is computed in one place, :meth:`QualityTracker.summary`, from one window: the
 gauges and ``GET /quality`` read the same :class:`QualitySummary`. Another quality figure
 (say an estimate that needs no labels) is one more field on the summary and one more row
-in :meth:`QualityTracker._gauges`.
+in :meth:`QualityTracker._gauges`. Beside it, the same quality estimated from the
+predictions' calibrated probabilities before labels arrive (``PerformanceEstimator``, fed by
+:meth:`QualityTracker.observe_probabilities`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from opentelemetry import metrics
+
+from .performance_estimation import PerformanceEstimator
 
 # Labels arrive from seconds (a click) to days (a churned customer).
 LABEL_DELAY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
@@ -73,8 +77,12 @@ class QualityTracker:
         meter: metrics.Meter,
         model_attributes: dict[str, str],
         refresh: Callable[[], object] | None = None,
+        estimation_window: int | None = None,
     ) -> None:
         self.classes = tuple(classes)
+        self.estimator = PerformanceEstimator(
+            classes, estimation_window or window, meter, model_attributes
+        )
         self._pairs: deque[tuple[str, str]] = deque(maxlen=window)
         self._lock = threading.Lock()
         self._changes = 0  # bumped by every add; the cached summary is of _summary_at
@@ -119,6 +127,11 @@ class QualityTracker:
                 self._observe(lambda s: s.window_size),
             ),
         ]
+
+    def observe_probabilities(self, rows: Iterable[Sequence[float]]) -> None:
+        """Each prediction's calibrated class probabilities (in ``classes`` order), for the
+        label-free estimate."""
+        self.estimator.add(rows)
 
     def add(self, predicted: str, true: str, delay_s: float | None) -> None:
         """One label; ``delay_s`` None when the label is not new (a replay after a restart)."""
