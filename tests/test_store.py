@@ -140,10 +140,12 @@ def test_two_concurrent_writers_feed_every_row_exactly_once(store_db: str) -> No
     per_writer = 3000
     done = threading.Event()
 
+    flushed: list[bool] = []
+
     def write(n: int, store: PredictionStore) -> None:
         for start in range(0, per_writer, 50):
             store.submit(_row(i, f"w{n}-{i}") for i in range(start, start + 50))
-        store.flush()
+        flushed.append(store.flush(timeout_s=300))  # a loaded machine writes slowly
 
     threads = [threading.Thread(target=write, args=(n, s)) for n, s in enumerate(writers)]
     for t in threads:
@@ -155,6 +157,7 @@ def test_two_concurrent_writers_feed_every_row_exactly_once(store_db: str) -> No
             done.set()
         rows, cursor = reader.predictions_after(cursor, 200)
         seen += [r.prediction_id for r in rows]
+    assert flushed == [True, True]
     seen += _drain(reader, "predictions_after", cursor, 200)
     assert len(seen) == len(set(seen)) == 2 * per_writer
     for store in (*writers, reader):

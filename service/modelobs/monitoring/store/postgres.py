@@ -2,14 +2,18 @@
 
 Same schema and behaviour as the SQLite store. What differs is concurrency: several
 replicas write at once, and a sequence number taken by one transaction may commit after a
-higher number taken by another. The feeds handle that with the snapshot's transaction
-ids rather than a timer. Every write transaction takes its transaction id
-(``pg_current_xact_id()``) before it takes any sequence number, so a number missing below
-a visible one belongs to a transaction that was still running at the reader's snapshot,
-hence below that snapshot's ``xmax``. Once the oldest running transaction (``xmin``) has
-passed that ``xmax``, every such writer has committed or rolled back, and a re-read shows
-the row or proves the gap permanent. A long transaction elsewhere in the database only
-delays the feed; it never makes it skip a row.
+higher number taken by another. The feeds handle that with transaction ids rather than a
+timer. Every write transaction takes its transaction id (``pg_current_xact_id()``) before
+it takes any sequence number, so a number missing below a visible one belongs to a
+transaction that already had its id when the feed read. When the feed first sees such a
+gap it notes the highest transaction id then running (``pg_stat_activity.backend_xid``,
+read after the rows' snapshot); the gap is passed only in a later read whose snapshot's
+``xmin`` (no running transaction is older) is above that id: every writer that could hold
+the number has then committed or rolled back, and that later snapshot shows the row or
+proves the gap permanent. (A snapshot's ``xmax`` is no bound here: a transaction that took
+its id after the last completed one is running but above ``xmax``; a test caught that.) A
+long transaction elsewhere on the server only delays the feed; it never makes it skip a
+row. The replicas and the monitor connect as one role, so each sees the others' sessions.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from .rows import PredictionRow
 from .schema import POSTGRES, SCHEMA_VERSION, SchemaVersionError, check_version, create_statements
 
 _SCHEMA_LOCK = 7_240_311  # advisory lock id: one starter creates or upgrades at a time
-_SNAPSHOT = (
-    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
-    " pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+_SNAPSHOT_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+_NEWEST_RUNNING = (
+    "SELECT coalesce(max(backend_xid::text::bigint), 0) FROM pg_stat_activity"
+    " WHERE backend_xid IS NOT NULL"
 )
 
 
@@ -74,6 +79,7 @@ class PostgresStore(PredictionStore):
         self.where = redact(url)
         self._reader: psycopg.Connection[Any] | None = None
         self._reader_lock = threading.Lock()
+        self._reads = 0  # feed reads so far: a gap is never passed in the read that saw it
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
@@ -119,19 +125,24 @@ class PostgresStore(PredictionStore):
                 return cursor.rowcount == 1
 
     def _feed_rows(self, sql: str, params: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], Any]:
-        """The rows and the (xmin, xmax) of the one snapshot they were read in."""
+        """The rows, and (read number, snapshot xmin, newest running transaction id after
+        the snapshot was taken)."""
         with self._reader_lock:
             conn = self._reader_conn()
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
-                horizon = conn.execute(_SNAPSHOT).fetchone()
+                (xmin,) = conn.execute(_SNAPSHOT_XMIN).fetchone() or (0,)
                 rows = conn.execute(_pg(sql), params).fetchall()
+                (newest_running,) = conn.execute(_NEWEST_RUNNING).fetchone() or (0,)
             finally:
                 conn.execute("COMMIT")
-        return rows, horizon
+            self._reads += 1
+            return rows, (self._reads, xmin, newest_running)
 
     def _gap_settled(self, first_seen: Any, now: Any) -> bool:
-        """Settled once every transaction running when the gap was first seen has ended."""
-        _, xmax_then = first_seen
-        xmin_now, _ = now
-        return xmin_now >= xmax_then
+        """Settled in a later read once every transaction running when the gap was first
+        seen has ended (all are at most ``newest_running``, and none running is below
+        ``xmin``)."""
+        read_then, _, newest_running_then = first_seen
+        read_now, xmin_now, _ = now
+        return read_now > read_then and xmin_now > newest_running_then
