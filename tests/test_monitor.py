@@ -15,6 +15,7 @@ import psycopg
 import pytest
 import uvicorn
 from deploy.native.postgres import PostgresServer
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
@@ -214,6 +215,38 @@ def test_a_restarted_monitor_rebuilds_its_windows_without_counting_again(
         _catch_up(again, 120, 41)
         (delays,) = _points(reader)["modelobs.label.delay"]
         assert delays.count == 1
+
+
+def test_a_started_monitor_reads_only_the_rows_its_windows_hold(
+    bundle: ModelBundle, model_dir: Path, tmp_path: Path, store_db: str
+) -> None:
+    """A (re)start costs the windows' size, not the store's: with windows of 100 predictions
+    and 30 labels over a store of 400 and 200, the poll thread reads the newest 100 and 30."""
+    small = make_settings(
+        model_dir,
+        tmp_path,
+        prediction_db=store_db,
+        drift_window=100,
+        drift_min_window=50,
+        quality_window=30,
+    )
+    rows = _rows(bundle, Scenario(), 0, 400)
+    store = open_store(small)
+    store.start()
+    store.submit(rows)
+    assert store.flush()
+    for row in rows[:200]:
+        store.label(row.prediction_id, row.prediction)
+    monitor = ModelMonitor(bundle, small, NoOpMeterProvider().get_meter("test"), store)
+    monitor.start()
+    try:
+        assert monitor.wait_ready(30), "the monitor never read to the end of the store"
+        assert (monitor.rows_read, monitor.labels_read) == (100, 30)
+        assert monitor.drift.compute().window.size == 100
+        assert monitor.quality_summary().window_size == 30
+    finally:
+        monitor.stop()
+        store.stop()
 
 
 def test_rows_of_another_model_version_stay_out_of_the_windows(

@@ -377,6 +377,13 @@ class PredictionStore(ABC):
         return found if found is not None else (FeedbackOutcome.UNKNOWN_ID, None)
 
     # -- incremental feeds (for the monitor) ------------------------------------------
+    def feed_heads(self) -> tuple[int, int]:
+        """The highest sequence number of the predictions feed and of the labels feed (0 when
+        empty): a reader that needs only the newest N rows starts its cursor N below."""
+        predictions = self._query("SELECT COALESCE(MAX(seq), 0) FROM predictions", ())
+        labels = self._query("SELECT COALESCE(MAX(seq), 0) FROM labels", ())
+        return int(predictions[0][0]), int(labels[0][0])
+
     def predictions_after(self, cursor: int, limit: int) -> tuple[list[PredictionRow], int]:
         """Predictions committed after ``cursor`` in sequence order, and the next cursor.
 
