@@ -1,0 +1,215 @@
+"""Where a model request's telemetry CPU goes, in process: the whole model service app called
+straight through ASGI (no sockets), bare against full telemetry, the export's encoding
+included, with a profile of what full adds.
+
+    python bench/telemetry_profile.py            # ~1 minute
+    python bench/telemetry_profile.py --quick    # ~15 seconds
+
+The real providers (batch span and log processors) export to exporters that do what the
+OTLP exporters do before the network, ``encode_*(batch).SerializeToString()``, and drop the
+bytes; each measurement ends with a flush, so the encoding of what the requests produced is
+inside it. Process CPU time (every thread) per request, setups interleaved round after
+round, medians. It is the quick loop used to decide each change; telemetry_overhead.py is
+the end-to-end figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from fastapi import FastAPI  # noqa: E402
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs  # noqa: E402
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult  # noqa: E402
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noqa: E402
+
+from modelobs.apps import model_service  # noqa: E402
+from modelobs.model.data import EXAMPLE_RECORD  # noqa: E402
+from modelobs.settings import Settings  # noqa: E402
+from modelobs.telemetry import Telemetry, build_telemetry, configure_logging  # noqa: E402
+
+BODY = ('{"record": ' + __import__("json").dumps(EXAMPLE_RECORD) + "}").encode()
+
+
+class EncodingSpanExporter(SpanExporter):
+    """The OTLP exporters' work before the network: encode and serialise."""
+
+    def __init__(self) -> None:
+        self.items = 0
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        encode_spans(spans).SerializeToString()
+        self.items += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+class EncodingLogExporter(LogRecordExporter):
+    def __init__(self) -> None:
+        self.items = 0
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        encode_logs(batch).SerializeToString()
+        self.items += len(batch)
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def make_telemetry(enabled: bool) -> tuple[Telemetry, EncodingSpanExporter, EncodingLogExporter]:
+    spans, logs = EncodingSpanExporter(), EncodingLogExporter()
+    if not enabled:
+        os.environ["OTEL_SDK_DISABLED"] = "true"
+    try:
+        tel = build_telemetry(
+            "model-service",
+            span_exporter=spans,
+            metric_reader=InMemoryMetricReader(),
+            log_exporter=logs,
+        )
+    finally:
+        os.environ.pop("OTEL_SDK_DISABLED", None)
+    return tel, spans, logs
+
+
+TEMPLATE: dict[str, Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "POST",
+    "scheme": "http",
+    "path": "/predict",
+    "raw_path": b"/predict",
+    "root_path": "",
+    "query_string": b"",
+    "headers": [
+        (b"host", b"127.0.0.1:8000"),
+        (b"user-agent", b"wrk"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(BODY)).encode()),
+    ],
+    "client": ("127.0.0.1", 50000),
+    "server": ("127.0.0.1", 8000),
+}
+
+
+async def request(app: FastAPI) -> int:
+    status = [0]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status[0] = message["status"]
+
+    await app(dict(TEMPLATE), receive, send)
+    return status[0]
+
+
+class Setup:
+    def __init__(self, name: str, enabled: bool, workdir: Path) -> None:
+        self.name = name
+        self.telemetry, self.spans, self.logs = make_telemetry(enabled)
+        settings = Settings(
+            model_dir=workdir / "model",
+            prediction_db=workdir / f"{name}.db",
+            drift_interval_s=3600,
+        )
+        self.app = model_service.create_app(settings=settings, telemetry=self.telemetry)
+        self.lifespan = self.app.router.lifespan_context(self.app)
+
+    def flush(self) -> None:
+        for provider in (self.telemetry.tracer_provider, self.telemetry.logger_provider):
+            flush = getattr(provider, "force_flush", None)
+            if flush is not None:
+                flush()
+
+    async def per_request_us(self, n: int) -> float:
+        start = time.process_time()
+        for _ in range(n):
+            await request(self.app)
+        self.flush()
+        return (time.process_time() - start) / n * 1e6
+
+
+async def profile(setup: Setup, n: int, top: int) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(n):
+        await request(setup.app)
+    setup.flush()
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(top)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="modelobs-profile-"))
+    setups = [Setup("bare", False, workdir), Setup("full", True, workdir)]
+    # Both write their JSON line (bare keeps its stdout log), to nowhere.
+    configure_logging(stream=open(os.devnull, "w"))  # noqa: SIM115
+    for s in setups:
+        await s.lifespan.__aenter__()
+    configure_logging(stream=open(os.devnull, "w"))  # noqa: SIM115
+    try:
+        for s in setups:
+            if await request(s.app) != 200:
+                raise RuntimeError(f"{s.name}: POST /predict failed")
+            await s.per_request_us(args.requests)
+        times: dict[str, list[float]] = {s.name: [] for s in setups}
+        for r in range(args.rounds):
+            for s in setups if r % 2 == 0 else list(reversed(setups)):
+                times[s.name].append(await s.per_request_us(args.requests))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        full = setups[1]
+        print(
+            f"spans per request {full.spans.items / full_requests(args):.2f}, "
+            f"log records per request {full.logs.items / full_requests(args):.2f}"
+        )
+        for name, value in med.items():
+            print(f"{name:<8}{value:8.1f} µs CPU/request  kept {med['bare'] / value:.3f}")
+        if args.profile:
+            await profile(setups[1], args.requests, args.top)
+    finally:
+        for s in setups:
+            await s.lifespan.__aexit__(None, None, None)
+    return 0
+
+
+def full_requests(args: argparse.Namespace) -> int:
+    return 1 + args.requests * (args.rounds + 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of full")
+    parser.add_argument("--top", type=int, default=40)
+    args = parser.parse_args()
+    args.rounds = args.rounds or (4 if args.quick else 12)
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
