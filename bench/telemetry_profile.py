@@ -6,12 +6,11 @@ included, with a profile of what full adds.
     python bench/telemetry_profile.py --quick    # ~15 seconds
 
 The real providers (batch span and log processors) export to exporters that do what the
-OTLP exporters do before the network, ``encode_*(batch).SerializeToString()``, and drop the
-bytes; each measurement ends with a flush, so the encoding of what the requests produced is
-inside it. Process CPU time (every thread) per request, setups interleaved round after
-round, medians. It is the quick loop used to decide each change; telemetry_overhead.py is
-the end-to-end figure.
-"""
+OTLP/gRPC exporters do before the network (ours: telemetry/exporters.py; the official
+encoder: ``encode_*(batch).SerializeToString()``) and drop the bytes; each measurement ends
+with a flush, so the encoding of what the requests produced is inside it. Process CPU time
+(every thread) per request, setups interleaved round after round, medians. It is the quick
+loop used to decide each change; telemetry_overhead.py is the end-to-end figure."""
 
 from __future__ import annotations
 
@@ -42,6 +41,10 @@ from modelobs.apps import model_service  # noqa: E402
 from modelobs.model.data import EXAMPLE_RECORD  # noqa: E402
 from modelobs.settings import Settings  # noqa: E402
 from modelobs.telemetry import Telemetry, build_telemetry, configure_logging  # noqa: E402
+from modelobs.telemetry.exporters import (  # noqa: E402
+    FastEncodingLogExporter,
+    FastEncodingSpanExporter,
+)
 
 BODY = ('{"record": ' + __import__("json").dumps(EXAMPLE_RECORD) + "}").encode()
 
@@ -74,10 +77,57 @@ class EncodingLogExporter(LogRecordExporter):
         return True
 
 
-def make_telemetry(enabled: bool) -> tuple[Telemetry, EncodingSpanExporter, EncodingLogExporter]:
-    spans, logs = EncodingSpanExporter(), EncodingLogExporter()
-    if not enabled:
-        os.environ["OTEL_SDK_DISABLED"] = "true"
+class WireSpanExporter(EncodingSpanExporter):
+    """What our gRPC exporters do before the network (telemetry/exporters.py)."""
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        FastEncodingSpanExporter._translate_data(None, spans).SerializeToString()  # type: ignore[arg-type]
+        self.items += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+class WireLogExporter(EncodingLogExporter):
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        FastEncodingLogExporter._translate_data(None, batch).SerializeToString()  # type: ignore[arg-type]
+        self.items += len(batch)
+        return LogRecordExportResult.SUCCESS
+
+
+class DiscardingSpanExporter(EncodingSpanExporter):
+    """Takes the batch and drops it: the batch processor's work without the encoding."""
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        self.items += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+class DiscardingLogExporter(EncodingLogExporter):
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        self.items += len(batch)
+        return LogRecordExportResult.SUCCESS
+
+
+# name → (SDK on, span exporter, log exporter); None: that signal is not exported.
+VARIANTS: dict[str, tuple[bool, type | None, type | None]] = {
+    "bare": (False, None, None),
+    "full": (True, WireSpanExporter, WireLogExporter),
+    "full, official encoder": (True, EncodingSpanExporter, EncodingLogExporter),
+    "full, encoding skipped": (True, DiscardingSpanExporter, DiscardingLogExporter),
+    "full, no spans": (True, None, EncodingLogExporter),
+    "full, no OTel logs": (True, EncodingSpanExporter, None),
+}
+
+
+def make_telemetry(variant: str) -> tuple[Telemetry, Any, Any]:
+    enabled, span_type, log_type = VARIANTS[variant]
+    spans = span_type() if span_type else None
+    logs = log_type() if log_type else None
+    env = {"OTEL_SDK_DISABLED": "true"} if not enabled else {}
+    if spans is None:
+        env["OTEL_TRACES_EXPORTER"] = "none"
+    if logs is None:
+        env["OTEL_LOGS_EXPORTER"] = "none"
+    os.environ.update(env)
     try:
         tel = build_telemetry(
             "model-service",
@@ -86,7 +136,8 @@ def make_telemetry(enabled: bool) -> tuple[Telemetry, EncodingSpanExporter, Enco
             log_exporter=logs,
         )
     finally:
-        os.environ.pop("OTEL_SDK_DISABLED", None)
+        for key in env:
+            os.environ.pop(key, None)
     return tel, spans, logs
 
 
@@ -126,12 +177,12 @@ async def request(app: FastAPI) -> int:
 
 
 class Setup:
-    def __init__(self, name: str, enabled: bool, workdir: Path) -> None:
+    def __init__(self, name: str, workdir: Path) -> None:
         self.name = name
-        self.telemetry, self.spans, self.logs = make_telemetry(enabled)
+        self.telemetry, self.spans, self.logs = make_telemetry(name)
         settings = Settings(
             model_dir=workdir / "model",
-            prediction_db=workdir / f"{name}.db",
+            prediction_db=workdir / f"{len(list(workdir.glob('*.db')))}.db",
             drift_interval_s=3600,
         )
         self.app = model_service.create_app(settings=settings, telemetry=self.telemetry)
@@ -164,7 +215,8 @@ async def profile(setup: Setup, n: int, top: int) -> None:
 
 async def main_async(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="modelobs-profile-"))
-    setups = [Setup("bare", False, workdir), Setup("full", True, workdir)]
+    names = list(VARIANTS) if args.all else ["bare", "full"]
+    setups = [Setup(name, workdir) for name in names]
     # Both write their JSON line (bare keeps its stdout log), to nowhere.
     configure_logging(stream=open(os.devnull, "w"))  # noqa: SIM115
     for s in setups:
@@ -186,7 +238,10 @@ async def main_async(args: argparse.Namespace) -> int:
             f"log records per request {full.logs.items / full_requests(args):.2f}"
         )
         for name, value in med.items():
-            print(f"{name:<8}{value:8.1f} µs CPU/request  kept {med['bare'] / value:.3f}")
+            print(
+                f"{name:<24}{value:8.1f} µs CPU/request  {value - med['full']:+7.1f} vs full"
+                f"  kept {med['bare'] / value:.3f}"
+            )
         if args.profile:
             await profile(setups[1], args.requests, args.top)
     finally:
@@ -206,6 +261,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of full")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--all", action="store_true", help="every variant, for the breakdown")
     args = parser.parse_args()
     args.rounds = args.rounds or (4 if args.quick else 12)
     return asyncio.run(main_async(args))
