@@ -132,3 +132,26 @@ def test_failure_sets_status_and_records_exception(model_dir, tmp_path) -> None:
     errors = [r for r in cap.log_records() if r.attributes.get("event") == "internal_error"]
     assert errors and errors[0].trace_id == inference.context.trace_id
     cap.telemetry.shutdown()
+
+
+def _contract_spans() -> dict[str, str]:
+    """docs/contract.md's span table: every backticked span name → its kind."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "contract.md").read_text()
+    table = text.split("### Spans", 1)[1].split("\n\n")[2]
+    spans = {}
+    for row in table.splitlines()[2:]:
+        name_cell, _service, kind = (cell.strip() for cell in row.strip("|").split("|")[:3])
+        for name in name_cell.split("`")[1::2]:
+            spans[name] = kind
+    return spans
+
+
+def test_the_contract_lists_exactly_the_spans_a_request_makes(stack: Stack) -> None:
+    response = httpx.post(f"{stack.gateway_url}/v1/predict", json={"record": VALID_RECORD})
+    assert response.status_code == 200
+    made = {
+        s.name: s.kind.name for s in stack.gateway.finished_spans() + stack.model.finished_spans()
+    }
+    assert made == _contract_spans()
