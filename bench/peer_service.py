@@ -76,6 +76,10 @@ def _app(kind: str):
     os.environ.update(saved)
     module = model_service if kind == "model" else gateway
     app: FastAPI = module.create_app(telemetry=ours_off)  # sets up our (JSON line) logging
+    # Our (disabled) server instrumentation still marks the app's telemetry current around
+    # the middleware stack; the FastAPI instrumentation refuses an outer layer it does not
+    # know, so the app gets FastAPI's own stack back.
+    del app.build_middleware_stack
     _default_setup(service_name)
     FastAPIInstrumentor.instrument_app(app)
     return app

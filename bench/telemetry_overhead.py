@@ -199,6 +199,24 @@ def cpu_seconds(processes: list[Running]) -> float:
     return sum(sum(p.cpu_times()[:2]) for record in processes for p in record.group())
 
 
+def queue_full_drops(metrics_url: str) -> dict[str, float]:
+    """Spans and log records our services' batch processors dropped because their queue was
+    full, summed over every setup, as the collector's Prometheus exporter shows the SDK's
+    self-metrics (pushed every 5 s, so the last seconds may be missing): "every signal
+    exported" is checked, not assumed. The peer has no self-metrics (the SDK's default)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    drops = {"span": 0.0, "log": 0.0}
+    for line in text.splitlines():
+        for signal in drops:
+            if line.startswith(f"otel_sdk_processor_{signal}_processed_total{{") and (
+                'error_type="queue_full"' in line
+            ):
+                drops[signal] += float(line.rsplit(" ", 1)[1])
+    return drops
+
+
 def git_commit() -> str:
     """The commit the figures come from, ``+dirty`` when the tree had changes."""
     rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -219,6 +237,43 @@ def service_argv(part_argv: list[str], kind: str, env: dict[str, str], workers: 
     return argv
 
 
+def markdown_tables(figures: dict) -> str:
+    """The tables bench/README.md quotes, from a results file's figures (a test holds the
+    README to the committed results through this function)."""
+    summary = figures["summary"]
+    lines = [
+        "| setup | req/s (median) | of bare | of bare, from CPU | CPU µs per request "
+        "| fixed rate | p50 ms | p99 ms | p99.9 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        lat = s.get("fixed_rate")
+        if lat is None:
+            continue
+        label = f"**{name}**" if " full" in name else name
+        lines.append(
+            f"| {label} | {s['rps_median']:.0f} | {s['of_bare']:.3f} | "
+            f"{s['of_bare_from_cpu']:.3f} | {s['cpu_us_per_request_median']:.0f} | "
+            f"{lat['rate']:.0f}/s | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | "
+            f"{lat['p999_ms']:.2f} |"
+        )
+    lines += [
+        "",
+        "| breakdown setup | req/s (median) | of bare | CPU µs per request | CPU µs below full |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    full_cpu = summary["model full"]["cpu_us_per_request_median"]
+    for name, s in summary.items():
+        if "fixed_rate" in s:
+            continue
+        cpu = s["cpu_us_per_request_median"]
+        lines.append(
+            f"| {name} | {s['rps_median']:.0f} | {s['of_bare']:.3f} | {cpu:.0f} | "
+            f"{full_cpu - cpu:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
@@ -230,6 +285,9 @@ def main() -> int:
         "--no-breakdown", action="store_true", help="skip the per-signal and library setups"
     )
     parser.add_argument(
+        "--tables", action="store_true", help="print the README tables of the committed results"
+    )
+    parser.add_argument(
         "--no-pin",
         action="store_true",
         help="let every process use every core (default: one-worker services on CPU 0; "
@@ -237,6 +295,10 @@ def main() -> int:
         "service's own cost; two-worker services always use both cores)",
     )
     args = parser.parse_args()
+    if args.tables:
+        results = ROOT / "bench" / "results" / "telemetry_overhead.json"
+        print(markdown_tables(json.loads(results.read_text())))
+        return 0
     global WRK_CPU
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
     rounds = args.rounds or (2 if args.quick else 4)
@@ -333,6 +395,8 @@ def main() -> int:
                 f"p99 {lat['p99_ms']:6.2f} ms  p99.9 {lat['p999_ms']:6.2f} ms",
                 flush=True,
             )
+        drops = queue_full_drops(cfg.url(ports.collector_prometheus, "/metrics"))
+        print(f"dropped by full SDK queues (all our setups): {drops}", flush=True)
     finally:
         stack.stop(say=lambda _m: None)
     summary = {}
@@ -391,9 +455,11 @@ def main() -> int:
             "load_tools": {"saturation": "wrk", "fixed_rate": f"vegeta {VEGETA_VERSION}"},
             "summary": summary,
             "export_cost_us_per_request": breakdown_us,
+            "sdk_queue_full_drops": drops,
         },
     )
-    print(f"wrote {out.relative_to(ROOT)}")
+    print(f"wrote {out.relative_to(ROOT)}\n")
+    print(markdown_tables(json.loads(out.read_text())))
     return 0
 
 

@@ -45,6 +45,8 @@ from modelobs.telemetry.exporters import (  # noqa: E402
     FastEncodingLogExporter,
     FastEncodingSpanExporter,
 )
+from results_file import write_results  # noqa: E402
+from telemetry_overhead import git_commit  # noqa: E402
 
 BODY = ('{"record": ' + __import__("json").dumps(EXAMPLE_RECORD) + "}").encode()
 
@@ -213,6 +215,49 @@ async def profile(setup: Setup, n: int, top: int) -> None:
     stats.sort_stats("tottime").print_stats(top)
 
 
+async def collect_items(setup: Setup, n: int) -> tuple[list[Any], list[Any]]:
+    """``n`` requests' spans and log records, as the exporters receive them."""
+    from opentelemetry.sdk._logs.export import (
+        InMemoryLogRecordExporter,
+        SimpleLogRecordProcessor,
+    )
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spans_out, logs_out = InMemorySpanExporter(), InMemoryLogRecordExporter()
+    setup.telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(spans_out))
+    setup.telemetry.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs_out))
+    for _ in range(n):
+        await request(setup.app)
+    return list(spans_out.get_finished_spans()), list(logs_out.get_finished_logs())
+
+
+def encoding_us(spans: list[Any], logs: list[Any], rounds: int) -> dict[str, float]:
+    """µs per item to encode and serialise a batch: the official encoder against ours (bytes
+    parsed back into the request message and serialised again, as telemetry/exporters.py
+    hands them to gRPC). Tight loops, interleaved, medians: far steadier than whole requests
+    on a shared machine."""
+    cases: dict[str, tuple[Any, int]] = {
+        "span, official": (lambda: encode_spans(spans).SerializeToString(), len(spans)),
+        "span, ours": (
+            lambda: FastEncodingSpanExporter._translate_data(None, spans).SerializeToString(),  # type: ignore[arg-type]
+            len(spans),
+        ),
+        "log record, official": (lambda: encode_logs(logs).SerializeToString(), len(logs)),
+        "log record, ours": (
+            lambda: FastEncodingLogExporter._translate_data(None, logs).SerializeToString(),  # type: ignore[arg-type]
+            len(logs),
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, (encode, items) in cases.items():
+            start = time.process_time()
+            encode()
+            times[name].append((time.process_time() - start) / items * 1e6)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 async def main_async(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="modelobs-profile-"))
     names = list(VARIANTS) if args.all else ["bare", "full"]
@@ -242,6 +287,20 @@ async def main_async(args: argparse.Namespace) -> int:
                 f"{name:<24}{value:8.1f} µs CPU/request  {value - med['full']:+7.1f} vs full"
                 f"  kept {med['bare'] / value:.3f}"
             )
+        spans, logs = await collect_items(setups[1], 256)  # a batch of each, as exported
+        encoders = encoding_us(spans, logs, max(20, args.rounds * 3))
+        for name, value in encoders.items():
+            print(f"encode and serialise one {name:<22}{value:7.2f} µs")
+        write_results(
+            "telemetry_profile",
+            {
+                "commit": git_commit(),
+                "rounds": args.rounds,
+                "requests_per_round": args.requests,
+                "cpu_us_per_request_median": med,
+                "encoding_us_per_item": encoders,
+            },
+        )
         if args.profile:
             await profile(setups[1], args.requests, args.top)
     finally:
