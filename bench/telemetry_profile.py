@@ -29,6 +29,17 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+# Export happens only in the flush that ends each measurement, on the measuring thread (so a
+# profile sees it too), and nothing is dropped: the processors' queues hold a whole round.
+for _name, _value in {
+    "OTEL_BSP_SCHEDULE_DELAY": "3600000",
+    "OTEL_BLRP_SCHEDULE_DELAY": "3600000",
+    "OTEL_BSP_MAX_QUEUE_SIZE": "200000",
+    "OTEL_BLRP_MAX_QUEUE_SIZE": "200000",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "200000",
+    "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "200000",
+}.items():
+    os.environ.setdefault(_name, _value)
 
 from fastapi import FastAPI  # noqa: E402
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs  # noqa: E402
@@ -204,6 +215,34 @@ class Setup:
         return (time.process_time() - start) / n * 1e6
 
 
+def _package(filename: str) -> str:
+    """Where a function lives, coarsely: a package (three levels for opentelemetry)."""
+    if filename.startswith("~"):
+        return "builtins (isinstance, dict, lock, ... methods)"
+    path = filename.split("site-packages/")[-1].replace(str(ROOT / "service") + "/", "")
+    if "/lib/python3" in path:
+        return "standard library"
+    parts = path.split("/")
+    return "/".join(parts[:3] if parts[0] == "opentelemetry" else parts[:2])
+
+
+async def calls_per_request(setup: Setup, n: int) -> dict[str, float]:
+    """Python function calls per request by package, export included: unlike time, a count
+    does not move with the machine's load. The batch processors' own threads are outside
+    the profiler, so their export is done here (a flush after the requests)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(n):
+        await request(setup.app)
+    setup.flush()
+    profiler.disable()
+    counts: dict[str, float] = {}
+    for (filename, _, _), row in pstats.Stats(profiler).stats.items():  # type: ignore[attr-defined]
+        package = _package(filename)
+        counts[package] = counts.get(package, 0.0) + row[1] / n
+    return counts
+
+
 async def profile(setup: Setup, n: int, top: int) -> None:
     profiler = cProfile.Profile()
     profiler.enable()
@@ -287,6 +326,21 @@ async def main_async(args: argparse.Namespace) -> int:
                 f"{name:<24}{value:8.1f} µs CPU/request  {value - med['full']:+7.1f} vs full"
                 f"  kept {med['bare'] / value:.3f}"
             )
+        calls = {s.name: await calls_per_request(s, args.requests) for s in setups[:2]}
+        extra_calls = {
+            package: round(calls["full"].get(package, 0.0) - calls["bare"].get(package, 0.0), 1)
+            for package in sorted(
+                set(calls["full"]) | set(calls["bare"]),
+                key=lambda p: calls["bare"].get(p, 0.0) - calls["full"].get(p, 0.0),
+            )
+        }
+        print(
+            f"Python calls per request: bare {sum(calls['bare'].values()):.0f}, "
+            f"full {sum(calls['full'].values()):.0f}; what full adds, by package:"
+        )
+        for package, extra in extra_calls.items():
+            if abs(extra) >= 1:
+                print(f"  {extra:+8.1f}  {package}")
         spans, logs = await collect_items(setups[1], 256)  # a batch of each, as exported
         encoders = encoding_us(spans, logs, max(20, args.rounds * 3))
         for name, value in encoders.items():
@@ -299,6 +353,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 "requests_per_round": args.requests,
                 "cpu_us_per_request_median": med,
                 "encoding_us_per_item": encoders,
+                "python_calls_per_request": {k: sum(v.values()) for k, v in calls.items()},
+                "extra_python_calls_per_request_by_package": extra_calls,
             },
         )
         if args.profile:
