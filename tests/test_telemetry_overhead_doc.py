@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _bench():
+    if str(REPO / "bench") not in sys.path:  # the script's sibling modules (results_file)
+        sys.path.insert(0, str(REPO / "bench"))
     spec = importlib.util.spec_from_file_location(
         "telemetry_overhead", REPO / "bench" / "telemetry_overhead.py"
     )
