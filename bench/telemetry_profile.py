@@ -57,6 +57,7 @@ from modelobs.telemetry.exporters import (  # noqa: E402
     FastEncodingSpanExporter,
 )
 from results_file import write_results  # noqa: E402
+from server_instrumentation import request as one_request  # noqa: E402
 from telemetry_overhead import git_commit  # noqa: E402
 
 BODY = ('{"record": ' + __import__("json").dumps(EXAMPLE_RECORD) + "}").encode()
@@ -154,39 +155,9 @@ def make_telemetry(variant: str) -> tuple[Telemetry, Any, Any]:
     return tel, spans, logs
 
 
-TEMPLATE: dict[str, Any] = {
-    "type": "http",
-    "asgi": {"version": "3.0"},
-    "http_version": "1.1",
-    "method": "POST",
-    "scheme": "http",
-    "path": "/predict",
-    "raw_path": b"/predict",
-    "root_path": "",
-    "query_string": b"",
-    "headers": [
-        (b"host", b"127.0.0.1:8000"),
-        (b"user-agent", b"wrk"),
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(BODY)).encode()),
-    ],
-    "client": ("127.0.0.1", 50000),
-    "server": ("127.0.0.1", 8000),
-}
-
-
 async def request(app: FastAPI) -> int:
-    status = [0]
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": BODY, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            status[0] = message["status"]
-
-    await app(dict(TEMPLATE), receive, send)
-    return status[0]
+    """One POST /predict of a real record straight into the ASGI app; its status."""
+    return await one_request(app, BODY)
 
 
 class Setup:
