@@ -126,31 +126,28 @@ class _Envelope:
         self._resources: dict[Any, tuple[bytes, bytes]] = {}
         self._scopes: dict[Any, tuple[bytes, bytes]] = {}
 
-    def _resource(self, resource: Any) -> tuple[bytes, bytes]:
-        """Resource* field 1 (the resource) and field 3 (its schema URL)."""
-        found = self._resources.get(resource)
+    @staticmethod
+    def _holder(
+        cache: dict[Any, tuple[bytes, bytes]], holder: Any, message: Any, limit: int
+    ) -> tuple[bytes, bytes]:
+        """A resource's or scope's field 1 (its message) and field 3 (its schema URL) in the
+        Resource*/Scope* message that holds the items, encoded once."""
+        found = cache.get(holder)
         if found is None:
-            schema = resource.schema_url
+            schema = getattr(holder, "schema_url", None)
             found = (
-                _field(b"\x0a", _encode_resource(resource).SerializeToString()),
+                _field(b"\x0a", message(holder).SerializeToString()),
                 _field(b"\x1a", schema.encode()) if schema else b"",
             )
-            if len(self._resources) < 64:
-                self._resources[resource] = found
+            if len(cache) < limit:
+                cache[holder] = found
         return found
 
+    def _resource(self, resource: Any) -> tuple[bytes, bytes]:
+        return self._holder(self._resources, resource, _encode_resource, 64)
+
     def _scope(self, scope: Any) -> tuple[bytes, bytes]:
-        """Scope* field 1 (the scope) and field 3 (its schema URL)."""
-        found = self._scopes.get(scope)
-        if found is None:
-            schema = scope.schema_url if scope is not None else None
-            found = (
-                _field(b"\x0a", _encode_instrumentation_scope(scope).SerializeToString()),
-                _field(b"\x1a", schema.encode()) if schema else b"",
-            )
-            if len(self._scopes) < 256:
-                self._scopes[scope] = found
-        return found
+        return self._holder(self._scopes, scope, _encode_instrumentation_scope, 256)
 
     def request(self, items: Sequence[Any], encode: Callable[[Any], bytes]) -> bytes:
         """The Export*ServiceRequest: resource → scope → items, in first-seen order."""
