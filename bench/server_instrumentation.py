@@ -119,18 +119,21 @@ TEMPLATE: dict[str, Any] = {
 }
 
 
-async def request(app: FastAPI) -> int:
+async def request(app: FastAPI, body: bytes = BODY) -> int:
     """One POST /predict straight into the ASGI app; its status."""
     status = [0]
+    scope = dict(TEMPLATE)
+    if body is not BODY:
+        scope["headers"] = [*TEMPLATE["headers"][:3], (b"content-length", str(len(body)).encode())]
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": BODY, "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             status[0] = message["status"]
 
-    await app(dict(TEMPLATE), receive, send)
+    await app(scope, receive, send)
     return status[0]
 
 

@@ -1,19 +1,24 @@
-"""What full telemetry costs: throughput of the model service (and of gateway → model) with
-traces, metrics and logs exported to the real collector, against the same service with the
-SDK disabled, and with the FastAPI instrumentation in place of our server middleware,
-measured side by side in one run.
+"""What full telemetry costs: the model service (and gateway → model) bare, with the default
+OpenTelemetry setup a user would write (the peer, bench/peer_service.py) and with ours, all
+exporting every signal to the real collector, side by side in one run: throughput at
+saturation (wrk), latency at a fixed rate of half bare's capacity (vegeta, open loop, so a
+slow answer does not delay the next request), the same with two worker processes, and what
+each signal's export costs.
 
-    python bench/telemetry_overhead.py            # ~4 minutes
-    python bench/telemetry_overhead.py --quick    # ~1 minute
+    python bench/telemetry_overhead.py            # ~12 minutes
+    python bench/telemetry_overhead.py --quick    # ~4 minutes
 
-Needs the native binaries (`make binaries`) and wrk (`apt-get install wrk`). Figures go to
+Needs the native binaries (`make binaries`) and wrk (`apt-get install wrk`); vegeta is built
+from its Go module into ~/.cache/modelobs/tools on first use. Figures go to
 bench/results/telemetry_overhead.json; bench/README.md quotes them.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import re
 import shutil
 import statistics
@@ -39,36 +44,51 @@ wrk.method = "POST"
 wrk.body = '{BODY}'
 wrk.headers["Content-Type"] = "application/json"
 """
+VEGETA_VERSION = "v12.13.0"
+VEGETA = Path(
+    os.environ.get("MODELOBS_CACHE", Path.home() / ".cache" / "modelobs"),
+    "tools",
+    f"vegeta-{VEGETA_VERSION}",
+    "vegeta",
+)
 # Bare: the same service with the OpenTelemetry SDK disabled (no spans, metrics or OTLP
 # logs; the JSON log line on stdout stays, as any service has one).
 BARE = {"OTEL_SDK_DISABLED": "true"}
 OFF = "none"
-# Full telemetry with the FastAPI instrumentation (configured lean) instead of our server
-# middleware: the same telemetry, the library's cost (telemetry/server_instrumentation.py).
-LIBRARY = {"MODELOBS_HTTP_INSTRUMENTATION": "library"}
-# (name, entry point, environment). The first six are the headline; the rest break the
-# cost down by signal and show what head sampling buys (--breakdown).
-VARIANTS: list[tuple[str, str, dict[str, str]]] = [
-    ("model bare", "model", BARE),
-    ("model full", "model", {}),
-    ("model full, library", "model", LIBRARY),
-    ("gateway→model bare", "gateway", BARE),
-    ("gateway→model full", "gateway", {}),
-    ("gateway→model full, library", "gateway", LIBRARY),
-    ("model, traces not exported", "model", {"OTEL_TRACES_EXPORTER": OFF}),
-    ("model, logs not exported", "model", {"OTEL_LOGS_EXPORTER": OFF}),
-    ("model, metrics not exported", "model", {"OTEL_METRICS_EXPORTER": OFF}),
+# The default OpenTelemetry setup in place of ours (bench/peer_service.py).
+PEER = {"MODELOBS_BENCH_PEER": "1"}
+# (name, entry point, environment, worker processes). The first six are the headline, the
+# next three the same on two workers (unpinned: both cores); the rest break the cost down by
+# signal (skipped with --no-breakdown).
+Variant = tuple[str, str, dict[str, str], int]
+VARIANTS: list[Variant] = [
+    ("model bare", "model", BARE, 1),
+    ("model peer", "model", PEER, 1),
+    ("model full", "model", {}, 1),
+    ("gateway→model bare", "gateway", BARE, 1),
+    ("gateway→model peer", "gateway", PEER, 1),
+    ("gateway→model full", "gateway", {}, 1),
+    ("model bare, 2 workers", "model", BARE, 2),
+    ("model peer, 2 workers", "model", PEER, 2),
+    ("model full, 2 workers", "model", {}, 2),
+]
+BREAKDOWN: list[Variant] = [
+    ("model, traces not exported", "model", {"OTEL_TRACES_EXPORTER": OFF}, 1),
+    ("model, logs not exported", "model", {"OTEL_LOGS_EXPORTER": OFF}, 1),
+    ("model, metrics not exported", "model", {"OTEL_METRICS_EXPORTER": OFF}, 1),
     (
         "model, nothing exported",
         "model",
         {"OTEL_TRACES_EXPORTER": OFF, "OTEL_LOGS_EXPORTER": OFF, "OTEL_METRICS_EXPORTER": OFF},
-    ),
-    (
-        "model, 10% head-sampled",
-        "model",
-        {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+        1,
     ),
 ]
+# Setup name → the bare setup its ratio is taken against.
+BASELINE = {"model": "model bare", "gateway": "gateway→model bare"}
+
+
+def baseline_of(name: str, kind: str, workers: int) -> str:
+    return "model bare, 2 workers" if workers == 2 else BASELINE[kind]
 
 
 def pinned(cpu: int | None, argv: list[str]) -> list[str]:
@@ -110,10 +130,144 @@ def wrk(url: str, script: Path, seconds: float, connections: int) -> dict[str, f
     return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "requests": requests}
 
 
+def ensure_vegeta() -> Path:
+    """The benchmark's own setup step: vegeta built from its Go module, cached."""
+    if not VEGETA.exists():
+        print(f"building vegeta {VEGETA_VERSION} into {VEGETA.parent} ...", flush=True)
+        subprocess.run(
+            ["go", "install", f"github.com/tsenart/vegeta/v12@{VEGETA_VERSION}"],
+            env={**os.environ, "GOBIN": str(VEGETA.parent)},
+            check=True,
+        )
+    return VEGETA
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an ascending list."""
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def fixed_rate(url: str, body: Path, rate: float, seconds: float, out: Path) -> dict[str, float]:
+    """Latency at a constant arrival rate (vegeta: open loop, every request sent on its
+    schedule however long earlier ones take, so no coordinated omission)."""
+    targets = out.with_suffix(".targets")
+    targets.write_text(f"POST {url}\nContent-Type: application/json\n@{body}\n")
+    subprocess.run(
+        pinned(
+            WRK_CPU,
+            [
+                str(VEGETA),
+                "attack",
+                f"-rate={rate:.0f}/s",
+                f"-duration={seconds:g}s",
+                f"-targets={targets}",
+                "-max-workers=256",
+                f"-output={out}",
+            ],
+        ),
+        check=True,
+    )
+    rows = subprocess.run(
+        [str(VEGETA), "encode", "--to", "csv", str(out)], check=True, capture_output=True, text=True
+    ).stdout
+    latencies, failed = [], 0
+    for row in csv.reader(rows.splitlines()):
+        if row[1] != "200":
+            failed += 1
+        latencies.append(int(row[2]) / 1e6)
+    if failed:
+        raise RuntimeError(f"{url}: {failed} of {len(latencies)} requests failed at {rate:.0f}/s")
+    latencies.sort()
+    return {
+        "rate": rate,
+        "requests": len(latencies),
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "p999_ms": percentile(latencies, 99.9),
+        "max_ms": latencies[-1],
+    }
+
+
 def cpu_seconds(processes: list[Running]) -> float:
-    """User + system CPU of a setup's service processes: unlike throughput, barely moved by
-    whatever else runs on a shared machine."""
+    """User + system CPU of a setup's service processes (uvicorn's workers included):
+    unlike throughput, barely moved by whatever else runs on a shared machine."""
     return sum(sum(p.cpu_times()[:2]) for record in processes for p in record.group())
+
+
+def queue_full_drops(metrics_url: str) -> dict[str, float]:
+    """Spans and log records our services' batch processors dropped because their queue was
+    full, summed over every setup, as the collector's Prometheus exporter shows the SDK's
+    self-metrics (pushed every 5 s, so the last seconds may be missing): "every signal
+    exported" is checked, not assumed. The peer has no self-metrics (the SDK's default)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    drops = {"span": 0.0, "log": 0.0}
+    for line in text.splitlines():
+        for signal in drops:
+            if line.startswith(f"otel_sdk_processor_{signal}_processed_total{{") and (
+                'error_type="queue_full"' in line
+            ):
+                drops[signal] += float(line.rsplit(" ", 1)[1])
+    return drops
+
+
+def git_commit() -> str:
+    """The commit the figures come from, ``+dirty`` when the tree had changes."""
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+    )
+    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def service_argv(part_argv: list[str], kind: str, env: dict[str, str], workers: int) -> list[str]:
+    """``modelobs serve`` for ours and bare; the peer's launcher for the peer."""
+    argv = list(part_argv)
+    if env.get("MODELOBS_BENCH_PEER"):
+        serve = argv.index("serve")
+        argv[: serve + 1] = [sys.executable, str(ROOT / "bench" / "peer_service.py")]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    return argv
+
+
+def markdown_tables(figures: dict) -> str:
+    """The tables bench/README.md quotes, from a results file's figures (a test holds the
+    README to the committed results through this function)."""
+    summary = figures["summary"]
+    lines = [
+        "| setup | req/s (median) | of bare | of bare, from CPU | CPU µs per request "
+        "| fixed rate | p50 ms | p99 ms | p99.9 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        lat = s.get("fixed_rate")
+        if lat is None:
+            continue
+        label = f"**{name}**" if " full" in name else name
+        lines.append(
+            f"| {label} | {s['rps_median']:.0f} | {s['of_bare']:.3f} | "
+            f"{s['of_bare_from_cpu']:.3f} | {s['cpu_us_per_request_median']:.0f} | "
+            f"{lat['rate']:.0f}/s | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | "
+            f"{lat['p999_ms']:.2f} |"
+        )
+    lines += [
+        "",
+        "| breakdown setup | req/s (median) | of bare | CPU µs per request | CPU µs below full |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    full_cpu = summary["model full"]["cpu_us_per_request_median"]
+    for name, s in summary.items():
+        if "fixed_rate" in s:
+            continue
+        cpu = s["cpu_us_per_request_median"]
+        lines.append(
+            f"| {name} | {s['rps_median']:.0f} | {s['of_bare']:.3f} | {cpu:.0f} | "
+            f"{full_cpu - cpu:.0f} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -121,162 +275,190 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None, help="per wrk run")
+    parser.add_argument("--rate-seconds", type=float, default=None, help="per fixed-rate run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
-        "--breakdown", action="store_true", help="also measure each signal alone and head sampling"
+        "--no-breakdown", action="store_true", help="skip the per-signal and library setups"
+    )
+    parser.add_argument(
+        "--tables", action="store_true", help="print the README tables of the committed results"
     )
     parser.add_argument(
         "--no-pin",
         action="store_true",
-        help="let every process use every core (default: services on CPU 0; collector, "
-        "Jaeger, the log store and wrk on CPU 1, so the figure is the service's own cost)",
+        help="let every process use every core (default: one-worker services on CPU 0; "
+        "collector, Jaeger, the log store and the load tools on CPU 1, so the figure is the "
+        "service's own cost; two-worker services always use both cores)",
     )
     args = parser.parse_args()
+    if args.tables:
+        results = ROOT / "bench" / "results" / "telemetry_overhead.json"
+        print(markdown_tables(json.loads(results.read_text())))
+        return 0
     global WRK_CPU
-    pin = not args.no_pin and (__import__("os").cpu_count() or 1) >= 2
-    WRK_CPU = 1 if pin else None
-    rounds = args.rounds or (2 if args.quick else 5)
-    seconds = args.seconds or (5.0 if args.quick else 10.0)
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    rounds = args.rounds or (2 if args.quick else 4)
+    seconds = args.seconds or (5.0 if args.quick else 8.0)
+    rate_seconds = args.rate_seconds or (10.0 if args.quick else 20.0)
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
+    ensure_vegeta()
     bins = find_binaries()
     run_dir = Path(tempfile.mkdtemp(prefix="modelobs-bench-"))
-    variants = VARIANTS if args.breakdown else VARIANTS[:6]
+    variants = VARIANTS + ([] if args.no_breakdown else BREAKDOWN)
     ports, extra = native.Ports.free(extra=len(variants))
-    cfg = native.StackConfig(run_dir=run_dir, ports=ports, load_max_seconds=0)
+    # A busy shared machine starts a two-worker service slowly (both import everything).
+    cfg = native.StackConfig(
+        run_dir=run_dir, ports=ports, load_max_seconds=0, ready_timeout_s=300.0
+    )
     stack = Supervisor(run_dir)
     setups = {
-        name: (kind, env, port) for (name, kind, env), port in zip(variants, extra, strict=True)
+        name: (kind, env, workers, port)
+        for (name, kind, env, workers), port in zip(variants, extra, strict=True)
     }
     backends = [
         native.resolve(native.SPECS[n], cfg, bins) for n in ("victorialogs", "otelcol", "jaeger")
     ]
     parts = list(backends)
     service_names: dict[str, list[str]] = {}
-    for name, (kind, env, port) in setups.items():
+    cpu_of: dict[str, int | None] = {}
+    for name, (kind, env, workers, port) in setups.items():
         tag = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         model_port = port if kind == "model" else free_ports(1)[0]
         model = f"{tag}-model"
-        model_params = {"port": str(model_port)}
-        parts.append(
-            native.resolve(
-                native.SPECS["model-service"], cfg, name=model, params=model_params, env=env
-            )
-        )
+        spec = native.SPECS["model-service"]
+        part = native.resolve(spec, cfg, name=model, params={"port": str(model_port)}, env=env)
+        part.argv = service_argv(part.argv, "model", env, workers)
+        cpu_of[model] = 0 if workers == 1 else None
+        parts.append(part)
         service_names[name] = [model] if kind == "model" else [model, tag]
         if kind == "gateway":
             params = {"port": str(port), "model_url": cfg.url(model_port)}
             gateway = native.SPECS["gateway"]
-            parts.append(
-                native.resolve(gateway, cfg, name=tag, params=params, env=env, depends_on=(model,))
+            part = native.resolve(
+                gateway, cfg, name=tag, params=params, env=env, depends_on=(model,)
             )
+            part.argv = service_argv(part.argv, "gateway", env, workers)
+            cpu_of[tag] = 0
+            parts.append(part)
     if pin:
+        WRK_CPU = 1
         for part in parts:
-            part.argv = pinned(1 if part in backends else 0, part.argv)
+            cpu = 1 if part in backends else cpu_of[part.name]
+            part.argv = pinned(cpu, part.argv)
     script = run_dir / "post.lua"
     script.write_text(WRK_SCRIPT)
+    body = run_dir / "body.json"
+    body.write_text(BODY)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
+    latency: dict[str, dict[str, float]] = {}
+    commit = git_commit()
+
+    def url_of(name: str) -> str:
+        kind, _, _, port = setups[name]
+        return cfg.url(port, "/predict" if kind == "model" else "/v1/predict")
+
     try:
         print(f"starting collector, Jaeger and {len(parts) - 3} services in {run_dir}", flush=True)
         running = {record.name: record for record in stack.start(parts)}
         services = {name: [running[n] for n in names] for name, names in service_names.items()}
-        for kind, _, port in setups.values():  # warm up every path once
-            path = "/predict" if kind == "model" else "/v1/predict"
-            wrk(cfg.url(port, path), script, 2, args.connections)
+        for name in setups:  # warm up every path once
+            wrk(url_of(name), script, 2, args.connections)
         for r in range(rounds):
-            # Alternate the order each round so drift in machine load hits both sides.
+            # Alternate the order each round so drift in machine load hits every setup alike.
             order = list(setups) if r % 2 == 0 else list(reversed(setups))
             for name in order:
-                kind, _, port = setups[name]
-                path = "/predict" if kind == "model" else "/v1/predict"
                 cpu_before = cpu_seconds(services[name])
-                result = wrk(cfg.url(port, path), script, seconds, args.connections)
+                result = wrk(url_of(name), script, seconds, args.connections)
                 cpu = cpu_seconds(services[name]) - cpu_before
                 result["cpu_us_per_request"] = cpu / result["requests"] * 1e6
                 results[name].append(result)
                 print(
-                    f"round {r + 1}/{rounds}  {name:<20} {result['rps']:8.1f} req/s  "
+                    f"round {r + 1}/{rounds}  {name:<30} {result['rps']:8.1f} req/s  "
                     f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
                     f"CPU {result['cpu_us_per_request']:6.0f} µs/request",
                     flush=True,
                 )
+        # Fixed rate: half of what bare sustained at saturation, the same rate for the peer
+        # and ours, so their latency is compared at one load.
+        for name, (kind, _, workers, _) in setups.items():
+            if name in dict.fromkeys(n for n, *_ in BREAKDOWN):
+                continue
+            bare = baseline_of(name, kind, workers)
+            rate = statistics.median(r["rps"] for r in results[bare]) / 2
+            latency[name] = fixed_rate(url_of(name), body, rate, rate_seconds, run_dir / "v.bin")
+            lat = latency[name]
+            print(
+                f"fixed rate {rate:6.0f}/s  {name:<30} p50 {lat['p50_ms']:6.2f} ms  "
+                f"p99 {lat['p99_ms']:6.2f} ms  p99.9 {lat['p999_ms']:6.2f} ms",
+                flush=True,
+            )
+        drops = queue_full_drops(cfg.url(ports.collector_prometheus, "/metrics"))
+        print(f"dropped by full SDK queues (all our setups): {drops}", flush=True)
     finally:
         stack.stop(say=lambda _m: None)
     summary = {}
     for name, runs in results.items():
+        kind, _, workers, _ = setups[name]
         summary[name] = {
             "rps_median": statistics.median(r["rps"] for r in runs),
             "p50_ms_median": statistics.median(r["p50_ms"] for r in runs),
             "p99_ms_median": statistics.median(r["p99_ms"] for r in runs),
             "cpu_us_per_request_median": statistics.median(r["cpu_us_per_request"] for r in runs),
+            "baseline": baseline_of(name, kind, workers),
             "runs": runs,
         }
-    ratios = {
-        f"{path}{impl}": summary[f"{path} full{impl}"]["rps_median"]
-        / summary[f"{path} bare"]["rps_median"]
-        for path in ("model", "gateway→model")
-        for impl in ("", ", library")
-    }
-    # What our middleware keeps over the library, in bare throughput, paired within each
-    # round (the setups of one round ran back to back): measured, and as CPU time per request
-    # predicts it for a service that has its core to itself (throughput ∝ 1 / CPU).
-    ours_over_library = {}
-    for path in ("model", "gateway→model"):
-        rounds_of = zip(
-            results[f"{path} bare"],
-            results[f"{path} full"],
-            results[f"{path} full, library"],
-            strict=True,
+        if name in latency:
+            summary[name]["fixed_rate"] = latency[name]
+    for s in summary.values():
+        bare = summary[s["baseline"]]
+        s["of_bare"] = s["rps_median"] / bare["rps_median"]
+        # Paired within rounds (setups of one round ran back to back), and as CPU time per
+        # request predicts it for a service with its core to itself (throughput ∝ 1 / CPU).
+        s["of_bare_paired_median"] = statistics.median(
+            run["rps"] / b["rps"] for run, b in zip(s["runs"], bare["runs"], strict=True)
         )
-        measured, from_cpu, cpu_us = [], [], []
-        for bare_run, ours, lib in rounds_of:
-            measured.append((ours["rps"] - lib["rps"]) / bare_run["rps"])
-            bare_cpu = bare_run["cpu_us_per_request"]
-            from_cpu.append(
-                bare_cpu / ours["cpu_us_per_request"] - bare_cpu / lib["cpu_us_per_request"]
-            )
-            cpu_us.append(lib["cpu_us_per_request"] - ours["cpu_us_per_request"])
-        ours_over_library[path] = {
-            "of_bare_throughput": statistics.median(measured),
-            "of_bare_throughput_from_cpu": statistics.median(from_cpu),
-            "library_extra_cpu_us_per_request": statistics.median(cpu_us),
-        }
+        s["of_bare_from_cpu"] = bare["cpu_us_per_request_median"] / s["cpu_us_per_request_median"]
+        s["cpu_us_above_bare"] = s["cpu_us_per_request_median"] - bare["cpu_us_per_request_median"]
+    full = summary["model full"]["cpu_us_per_request_median"]
+    breakdown_us = {
+        name.removeprefix("model, "): full - summary[name]["cpu_us_per_request_median"]
+        for name, *_ in BREAKDOWN
+        if name in summary and "not exported" in name
+    }
     print()
-    bare = {"model": summary["model bare"]["rps_median"]}
-    bare["gateway"] = summary["gateway→model bare"]["rps_median"]
     print(
-        f"{'setup':<30}{'req/s (median)':>16}{'of bare':>9}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'CPU µs/req':>12}"
+        f"{'setup':<32}{'req/s':>9}{'of bare':>9}{'paired':>8}{'CPU':>7}{'CPU µs/req':>12}"
+        f"{'fixed-rate p50/p99/p99.9 ms':>30}"
     )
     for name, s in summary.items():
-        s["of_bare"] = s["rps_median"] / bare[setups[name][0]]
+        lat = s.get("fixed_rate")
+        fixed = f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f} / {lat['p999_ms']:.2f}" if lat else ""
         print(
-            f"{name:<30}{s['rps_median']:>16.1f}{s['of_bare']:>9.3f}"
-            f"{s['p50_ms_median']:>9.2f}{s['p99_ms_median']:>9.2f}"
-            f"{s['cpu_us_per_request_median']:>12.0f}"
+            f"{name:<32}{s['rps_median']:>9.1f}{s['of_bare']:>9.3f}"
+            f"{s['of_bare_paired_median']:>8.3f}{s['of_bare_from_cpu']:>7.3f}"
+            f"{s['cpu_us_per_request_median']:>12.0f}{fixed:>30}"
         )
-    for path, ratio in ratios.items():
-        print(f"full / bare throughput, {path}: {ratio:.3f}")
-    for path, gain in ours_over_library.items():
-        print(
-            f"ours - library, {path}: {gain['of_bare_throughput']:+.3f} of bare throughput "
-            f"measured, {gain['of_bare_throughput_from_cpu']:+.3f} from CPU time; the library "
-            f"costs {gain['library_extra_cpu_us_per_request']:+.0f} µs CPU per request"
-        )
+    for name, cost in breakdown_us.items():
+        print(f"export cost, {name}: {cost:+.0f} µs CPU per request")
     out = write_results(
         "telemetry_overhead",
         {
+            "commit": commit,
             "rounds": rounds,
             "seconds_per_run": seconds,
+            "fixed_rate_seconds": rate_seconds,
             "connections": args.connections,
             "pinned": pin,
+            "load_tools": {"saturation": "wrk", "fixed_rate": f"vegeta {VEGETA_VERSION}"},
             "summary": summary,
-            "full_over_bare": ratios,
-            "ours_minus_library_of_bare": ours_over_library,
+            "export_cost_us_per_request": breakdown_us,
+            "sdk_queue_full_drops": drops,
         },
     )
-    print(f"wrote {out.relative_to(ROOT)}")
+    print(f"wrote {out.relative_to(ROOT)}\n")
+    print(markdown_tables(json.loads(out.read_text())))
     return 0
 
 

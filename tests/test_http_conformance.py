@@ -412,7 +412,9 @@ def test_the_docs_quote_the_committed_measurements() -> None:
     ]:
         row = next(line for line in bench_doc.splitlines() if line.startswith(f"| {label}"))
         assert f"| {in_process['median_us_per_request'][name]:.1f} |" in row, row
-    end_to_end = json.loads((repo / "bench/results/telemetry_overhead.json").read_text())
+    end_to_end = json.loads(
+        (repo / "bench/results/server_instrumentation_end_to_end.json").read_text()
+    )
     rows = {
         "model full": "| **model full** (ours)",
         "model full, library": "| **model full, library**",

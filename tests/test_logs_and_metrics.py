@@ -18,12 +18,12 @@ def test_request_logs_carry_trace_and_span_ids(stack: Stack) -> None:
     assert response.status_code == 200
     ids = [p["prediction_id"] for p in response.json()["predictions"]]
     spans = {s.name: s for s in stack.model.finished_spans()}
-    record_span = spans["record prediction"]
+    server_span = spans["POST /predict"]  # recorded after inference
     logs = [r for r in stack.model.log_records() if r.attributes.get("event") == "prediction"]
     assert sorted(r.attributes["prediction.id"] for r in logs) == sorted(ids)
     for log in logs:
-        assert log.trace_id == record_span.context.trace_id
-        assert log.span_id == record_span.context.span_id
+        assert log.trace_id == server_span.context.trace_id
+        assert log.span_id == server_span.context.span_id
         assert log.severity_text == "INFO"
         assert log.attributes["model.version"] == "1.0.0"
         assert log.attributes["outcome"] == "success"

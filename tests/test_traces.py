@@ -22,7 +22,7 @@ def test_one_request_one_trace_across_both_apps(stack: Stack) -> None:
     gw = _by_name(gateway_spans)
     md = _by_name(model_spans)
     assert set(gw) == {"POST /v1/predict", "POST"}
-    assert set(md) == {"POST /predict", "validate request", "model inference", "record prediction"}
+    assert set(md) == {"POST /predict", "model inference"}  # docs/contract.md, "Spans"
 
     gw_server, gw_client = gw["POST /v1/predict"], gw["POST"]
     md_server = md["POST /predict"]
@@ -35,8 +35,7 @@ def test_one_request_one_trace_across_both_apps(stack: Stack) -> None:
     assert md_server.kind == SpanKind.SERVER
     assert md_server.parent.span_id == gw_client.context.span_id
     assert md_server.parent.is_remote
-    for child in ("validate request", "model inference", "record prediction"):
-        assert md[child].parent.span_id == md_server.context.span_id
+    assert md["model inference"].parent.span_id == md_server.context.span_id
 
     # Stable HTTP semantic conventions on the server spans.
     assert md_server.attributes["http.request.method"] == "POST"
@@ -45,12 +44,17 @@ def test_one_request_one_trace_across_both_apps(stack: Stack) -> None:
     assert md_server.attributes["url.path"] == "/predict"
     assert gw_server.attributes["http.route"] == "/v1/predict"
     assert gw_client.attributes["http.response.status_code"] == 200
-    # Model attributes and the prediction id.
-    record = md["record prediction"]
-    assert record.attributes["model.name"] == "churn-classifier"
-    assert record.attributes["model.version"] == "1.0.0"
-    assert record.attributes["modelobs.prediction.id"] == prediction_id
-    assert md["model inference"].attributes["model.version"] == "1.0.0"
+    # Model attributes on the inference span; the prediction id is told once, by the
+    # prediction's log record, which names this trace.
+    inference = md["model inference"]
+    assert inference.attributes["model.name"] == "churn-classifier"
+    assert inference.attributes["model.version"] == "1.0.0"
+    assert inference.attributes["modelobs.batch.size"] == 1
+    assert not any("prediction.id" in k for s in model_spans for k in s.attributes)
+    (log,) = [
+        r for r in stack.model.log_records() if r.attributes.get("prediction.id") == prediction_id
+    ]
+    assert log.trace_id == md_server.context.trace_id
 
 
 def test_incoming_traceparent_and_baggage_are_continued(model_dir, tmp_path) -> None:
@@ -128,3 +132,26 @@ def test_failure_sets_status_and_records_exception(model_dir, tmp_path) -> None:
     errors = [r for r in cap.log_records() if r.attributes.get("event") == "internal_error"]
     assert errors and errors[0].trace_id == inference.context.trace_id
     cap.telemetry.shutdown()
+
+
+def _contract_spans() -> dict[str, str]:
+    """docs/contract.md's span table: every backticked span name → its kind."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "contract.md").read_text()
+    table = text.split("### Spans", 1)[1].split("\n\n")[2]
+    spans = {}
+    for row in table.splitlines()[2:]:
+        name_cell, _service, kind = (cell.strip() for cell in row.strip("|").split("|")[:3])
+        for name in name_cell.split("`")[1::2]:
+            spans[name] = kind
+    return spans
+
+
+def test_the_contract_lists_exactly_the_spans_a_request_makes(stack: Stack) -> None:
+    response = httpx.post(f"{stack.gateway_url}/v1/predict", json={"record": VALID_RECORD})
+    assert response.status_code == 200
+    made = {
+        s.name: s.kind.name for s in stack.gateway.finished_spans() + stack.model.finished_spans()
+    }
+    assert made == _contract_spans()

@@ -291,7 +291,7 @@ def _warm_up(e2e: E2EStack, url: str, status: int, services: set[str], min_spans
     ("gateway", "status", "services", "min_spans"),
     [
         # the slow pair: kept by tail sampling (latency), spans of both services
-        ("slow_gateway_url", 200, {"gateway", "model-service"}, 6),
+        ("slow_gateway_url", 200, {"gateway", "model-service"}, 4),
         # the gateway whose model is a closed port: kept (error), gateway spans only
         ("dead_gateway_url", 503, {"gateway"}, 1),
     ],

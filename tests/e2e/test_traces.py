@@ -48,7 +48,7 @@ def test_one_request_is_one_trace_across_both_services(e2e: E2EStack) -> None:
     sent = send(e2e.slow_gateway_url)
     assert sent.response.status_code == 200, sent.response.text
 
-    spans = wait_for_trace(e2e, sent.trace_id, min_spans=6)
+    spans = wait_for_trace(e2e, sent.trace_id, min_spans=4)
     for span in spans:
         span["kind"] = kind(span)
     assert {s["_service"] for s in spans} == {"gateway", "model-service"}, describe(spans)
@@ -67,7 +67,7 @@ def test_one_request_is_one_trace_across_both_services(e2e: E2EStack) -> None:
         for s in spans
         if s["_service"] == "model-service" and s.get("parentSpanId") == model_server["spanId"]
     }
-    assert {"validate request", "model inference", "record prediction"} <= children, describe(spans)
+    assert children == {"model inference"}, describe(spans)
 
 
 def test_error_trace_is_kept(e2e: E2EStack) -> None:
@@ -84,7 +84,7 @@ def test_slow_trace_is_kept(e2e: E2EStack) -> None:
     sent = send(e2e.slow_gateway_url)
     assert sent.response.status_code == 200, sent.response.text
     assert sent.response.elapsed.total_seconds() > 0.2
-    spans = wait_for_trace(e2e, sent.trace_id, min_spans=6)
+    spans = wait_for_trace(e2e, sent.trace_id, min_spans=4)
     assert all(s.get("status", {}).get("code") not in STATUS_ERROR for s in spans)
 
 

@@ -14,7 +14,6 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from loguru import logger
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 
 from ..model import store
 from ..model.store import ModelBundle
@@ -27,7 +26,7 @@ from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, run_as
 from .api_docs import answers, document_contract, json_body
 from .api_models import ApiContract, FeedbackResponse, PredictResponse
-from .errors import Rejection, error_body, guarded
+from .errors import error_body, guarded
 from .idempotency import IdempotentAnswers
 from .monitor_routes import NoMonitor, add_monitor_routes
 from .request_body import read_json_body
@@ -163,20 +162,14 @@ class ModelService:
         )
 
     async def predict(self, request: Request) -> list[Prediction]:
-        # Not recorded as an exception event: a rejection's message may echo feature values.
+        # One child span, the model's own time; reading the body and recording are told by
+        # the server span, the rejection log and the per-prediction log (docs/contract.md).
+        body = await read_json_body(request, self.settings.max_body_bytes)
+        records = self.validator.records(body)
         with self.tracer.start_as_current_span(
-            "validate request", record_exception=False, set_status_on_exception=False
+            "model inference", attributes=self.model_attributes
         ) as span:
-            try:
-                body = await read_json_body(request, self.settings.max_body_bytes)
-                records = self.validator.records(body)
-            except Rejection as rejection:
-                span.set_status(Status(StatusCode.ERROR, rejection.reason.value))
-                span.set_attribute("error.type", rejection.reason.value)
-                raise
             span.set_attribute("modelobs.batch.size", len(records))
-
-        with self.tracer.start_as_current_span("model inference", attributes=self.model_attributes):
             if self.settings.fault_latency_ms:
                 await asyncio.sleep(self.settings.fault_latency_ms / 1000)
             if self.settings.fault_error_rate and random.random() < self.settings.fault_error_rate:
@@ -185,18 +178,8 @@ class ModelService:
             probabilities = self.bundle.predict_proba(records)
             elapsed = time.perf_counter() - start
             self.metrics.inference_duration.record(elapsed, self.model_attributes)
-
-        with self.tracer.start_as_current_span(
-            "record prediction", attributes=self.model_attributes
-        ) as span:
-            predictions = self._to_predictions(probabilities)
-            if len(predictions) == 1:
-                span.set_attribute("modelobs.prediction.id", predictions[0].prediction_id)
-            else:
-                span.set_attribute(
-                    "modelobs.prediction.ids", [p.prediction_id for p in predictions]
-                )
-            self._record(records, predictions, elapsed)
+        predictions = self._to_predictions(probabilities)
+        self._record(records, predictions, elapsed)
         return predictions
 
     def _to_predictions(self, probabilities: Any) -> list[Prediction]:

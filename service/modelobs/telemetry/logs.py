@@ -17,13 +17,12 @@ from typing import IO, Any
 
 from loguru import logger
 from opentelemetry import trace
-from opentelemetry.instrumentation.logging.handler import LoggingHandler
+from opentelemetry.instrumentation.log_utils import std_to_otel
 
 from .context import active_telemetry
 
 # The exporters' own complaints must not feed back into the exporters.
 _NOT_EXPORTED_PREFIXES = ("opentelemetry", "grpc", "urllib3")
-_handlers: dict[int, LoggingHandler] = {}
 
 
 def _json_default(value: Any) -> Any:
@@ -75,37 +74,36 @@ class JsonLineSink:
         self._stream.write(json.dumps(line, default=_json_default, separators=(",", ":")) + "\n")
 
 
-def otel_sink(message: Any) -> None:
-    """Hand the record to the OTel LoggingHandler of the service it belongs to.
+# OTel's severity text for loguru's level names (the logs data model's short names).
+_SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 
-    loguru's bound values are flattened onto the stdlib record, so each becomes its own
-    log attribute instead of one ``extra`` map.
+
+def otel_sink(message: Any) -> None:
+    """Emit the record straight through the SDK logger of the service it belongs to.
+
+    The SDK's ``Logger.emit`` takes the fields as keywords and adds the exception
+    attributes itself; going through the logging instrumentation's ``LoggingHandler``
+    instead meant building a stdlib ``LogRecord`` per call only for it to be taken apart
+    again (measured: ~35 µs of a prediction's ~60 µs OTel log cost, bench/README.md).
+    loguru's bound values become one attribute each, not one ``extra`` map.
     """
     record = message.record
     telemetry = active_telemetry()
     if telemetry is None or not telemetry.enabled:
         return
-    if record["name"] and record["name"].startswith(_NOT_EXPORTED_PREFIXES):
+    name = record["name"] or "modelobs"
+    if name.startswith(_NOT_EXPORTED_PREFIXES):
         return
-    handler = _handlers.get(id(telemetry.logger_provider))
-    if handler is None:
-        handler = LoggingHandler(logger_provider=telemetry.logger_provider)
-        _handlers[id(telemetry.logger_provider)] = handler
+    level = record["level"]
     exc = record["exception"]
-    std = logging.LogRecord(
-        name=record["name"] or "modelobs",
-        level=record["level"].no,
-        pathname=record["file"].path,
-        lineno=record["line"],
-        msg=record["message"],
-        args=None,
-        exc_info=(exc.type, exc.value, exc.traceback) if exc is not None else None,
+    telemetry.logger_provider.get_logger(name).emit(
+        timestamp=int(record["time"].timestamp() * 1e9),
+        severity_number=std_to_otel(level.no),
+        severity_text=_SEVERITY_TEXT.get(level.name, level.name),
+        body=record["message"],
+        attributes={key: _to_attribute(value) for key, value in record["extra"].items()},
+        exception=exc.value if exc is not None else None,
     )
-    std.created = record["time"].timestamp()
-    std.levelname = record["level"].name
-    for key, value in record["extra"].items():
-        setattr(std, key, _to_attribute(value))
-    handler.emit(std)
 
 
 class InterceptHandler(logging.Handler):

@@ -110,9 +110,11 @@ def build_resource(service_name: str, environment: str) -> Resource:
 
 def _span_exporter(meter_provider: metrics.MeterProvider) -> SpanExporter:
     if otlp_protocol("traces") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from .exporters import FastEncodingSpanExporter
+
+        return FastEncodingSpanExporter(meter_provider=meter_provider)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
     return OTLPSpanExporter(meter_provider=meter_provider)
 
 
@@ -127,9 +129,11 @@ def _otlp_metric_exporter() -> Any:
 
 def _log_exporter(meter_provider: metrics.MeterProvider) -> LogRecordExporter:
     if otlp_protocol("logs") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from .exporters import FastEncodingLogExporter
+
+        return FastEncodingLogExporter(meter_provider=meter_provider)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
     return OTLPLogExporter(meter_provider=meter_provider)
 
 
