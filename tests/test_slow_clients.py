@@ -119,7 +119,8 @@ def test_slow_clients_are_cut_off_and_counted_while_healthy_ones_are_served(
     idle = [connect(server.port) for _ in range(IDLE_CONNECTIONS)]
     stalled_body = connect(server.port, head + body[:10])
     trickling = connect(server.port)
-    trickling.pending = head  # never completes in time: one byte per healthy answer
+    # One byte per healthy answer: a head of thousands of bytes cannot complete in 1 s.
+    trickling.pending = head.replace(b"\r\n\r\n", b"\r\nx-padding: " + b"p" * 4000 + b"\r\n\r\n")
     slow = [*idle, stalled_body, trickling]
 
     healthy_answers: list[int] = []
@@ -142,7 +143,7 @@ def test_slow_clients_are_cut_off_and_counted_while_healthy_ones_are_served(
 
     print(
         f"\nslow clients: {len(slow)} cut off; healthy answers meanwhile: {len(healthy_answers)}; "
-        f"trickled {len(head) - len(trickling.pending)} of {len(head)} head bytes"
+        f"trickled head bytes: {len(head) + 4015 - len(trickling.pending)}"
     )
     open_left = sum(not c.closed for c in slow)
     assert open_left == 0, f"{open_left} slow connection(s) still open after {DEADLINE_S}s"

@@ -177,8 +177,13 @@ def install_slow_client_guards(app: FastAPI, telemetry: Telemetry, settings: Set
 
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's options for a served app: the guarded protocol, the keep-alive timeout,
-    and no ``server`` header (it names our server software)."""
+    no ``server`` header (it names our server software), and each request task started in
+    a fresh context: a request handled from inside the previous one's task (a kept-alive
+    connection whose next request was already buffered) otherwise inherits that request's
+    trace context (uvicorn's opt-in for CPython issue 140947; seen after a 10,000-request
+    burst: every later request logged under one stale trace id)."""
     return {
+        "reset_contextvars": True,
         "http": GuardedH11Protocol,
         "timeout_keep_alive": settings.keepalive_timeout_s,
         "server_header": False,

@@ -8,6 +8,13 @@
   query strings, headers and hostile bodies; the number of the services' series in Prometheus
   after the last 8,000 equals the number after the first 2,000, and no label value holds any
   of the random values. Cost: about 110 s on 2 shared cores (measured with the e2e stack up).
+
+The burst also found a context leak: a request handled from inside the previous request's
+task (uvicorn, kept-alive connection with the next request already buffered) inherited its
+trace context, so after the burst every request was logged under one stale trace id and the
+log test after this file failed. Fixed by uvicorn's reset_contextvars (apps/slow_clients.py);
+the test checks it after the burst. The file still runs last in the e2e session (by name):
+its burst is the heaviest load of the session.
 """
 
 from __future__ import annotations
@@ -156,13 +163,39 @@ def _send_all(requests: list[dict]) -> dict[int, int]:
 
 
 def _series(e2e: E2EStack) -> list[dict]:
+    """The services' series as ingested: rule results (alerts, recording rules) come and go
+    with the services' health, not with what callers send, and are left out."""
     response = httpx.get(
         f"{e2e.prom_url}/api/v1/series",
         params={"match[]": f"{{{SERVICES}}}", "start": str(time.time() - 60)},
         timeout=30,
     )
     response.raise_for_status()
-    return response.json()["data"]
+    return [
+        s
+        for s in response.json()["data"]
+        if not s["__name__"].startswith("ALERTS") and ":" not in s["__name__"]
+    ]
+
+
+def _drained(e2e: E2EStack) -> None:
+    """A request sent after the burst has its logs exported under its own trace id (before
+    request tasks started in a fresh context, every request after the burst was logged under
+    one stale trace id, and this waited in vain)."""
+    trace_id = secrets.token_hex(16)
+    headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+    response = httpx.post(
+        f"{e2e.gateway_url}/v1/predict",
+        json={"record": EXAMPLE_RECORD},
+        headers=headers,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    _wait_for(
+        lambda: trace_id in _exported_texts(e2e, "logs.jsonl"),
+        "the next request's logs under its own trace id",
+        120,
+    )
 
 
 def _requests_seen(e2e: E2EStack) -> float:
@@ -189,6 +222,7 @@ def test_series_do_not_grow_with_random_paths_ids_headers_and_bad_inputs(e2e: E2
     rest = _send_all(requests[2_000:])
     assert not [code for code in rest if code >= 500], rest
     series_after_all = _settled(e2e, before + 10_000)
+    _drained(e2e)
 
     names = lambda series: {json.dumps(s, sort_keys=True) for s in series}  # noqa: E731
     grown = names(series_after_all) - names(series_after_first)
