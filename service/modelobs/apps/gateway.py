@@ -27,6 +27,9 @@ from loguru import logger
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
+from ..flags.client import FaultFlags
+from ..flags.faults import FaultyHopTransport
+from ..flags.metrics import register_active_gauge
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry
 from .api_docs import answers, document_contract, json_body
@@ -45,13 +48,22 @@ FORWARDED_HEADERS = ("content-type", "accept")
 class Upstream:
     """The model service, reached through one pooled, instrumented client."""
 
-    def __init__(self, settings: Settings, telemetry: Telemetry, transport: Any = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        telemetry: Telemetry,
+        transport: Any = None,
+        flags: FaultFlags | None = None,
+    ) -> None:
         self.settings = settings
+        inner = transport or httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        )
         self.client = httpx.AsyncClient(
             base_url=settings.model_url,
             timeout=httpx.Timeout(settings.upstream_timeout_s),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            transport=transport,
+            # The model-hop fault flag acts inside each attempt's client span.
+            transport=FaultyHopTransport(inner, flags or FaultFlags(None)),
         )
         if telemetry.enabled:
             HTTPXClientInstrumentor().instrument_client(
@@ -158,7 +170,9 @@ def create_app(
 
     @asynccontextmanager
     async def upstream() -> AsyncIterator[None]:
-        state["upstream"] = Upstream(settings, telemetry, transport)
+        flags = FaultFlags(settings.flags_file, settings.flags_poll_ms)
+        register_active_gauge(telemetry.meter, flags)
+        state["upstream"] = Upstream(settings, telemetry, transport, flags)
         logger.bind(event="gateway_started", model_url=settings.model_url).info(
             "forwarding to {}", settings.model_url
         )
@@ -166,6 +180,7 @@ def create_app(
             yield
         finally:
             await state.pop("upstream").client.aclose()
+            flags.close()
 
     app = create_service_app(
         "modelobs gateway",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +16,9 @@ from loguru import logger
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from ..flags.client import FaultFlags
+from ..flags.faults import InferenceFaults
+from ..flags.metrics import register_active_gauge
 from ..model import store
 from ..model.store import ModelBundle
 from ..model.train import train_and_save
@@ -26,7 +28,7 @@ from ..monitoring.model_metrics import ModelMetrics
 from ..monitoring.prediction_log import FeedbackOutcome, PredictionLog, PredictionRow
 from ..monitoring.quality import QualityTracker
 from ..settings import Settings, get_settings
-from ..telemetry import Telemetry, run_as
+from ..telemetry import Telemetry, run_as, synthetic
 from .api_docs import answers, document_contract, json_body
 from .api_models import ApiContract, FeedbackResponse, PredictResponse
 from .errors import Rejection, error_body, guarded
@@ -36,10 +38,6 @@ from .service_app import create_service_app, start_telemetry
 from .validation import RequestValidator
 
 SERVICE_NAME = "model-service"
-
-
-class InjectedFault(RuntimeError):
-    """Raised by the fault knob (MODELOBS_FAULT_ERROR_RATE) for error-ratio drills."""
 
 
 @dataclass
@@ -78,11 +76,21 @@ class ModelService:
         self.telemetry = telemetry
         self.tracer = telemetry.tracer
         self.metrics = ModelMetrics(telemetry.meter)
+        self.flags = FaultFlags(settings.flags_file, settings.flags_poll_ms)
+        register_active_gauge(telemetry.meter, self.flags)
+        self.faults = InferenceFaults(self.flags)
         self.validator = RequestValidator(bundle.schema, settings.max_batch_size)
         schema = bundle.schema
         self.model_attributes = {"model.name": schema.name, "model.version": schema.version}
+        # Per class and per synthetic_request (true/false: bounded, telemetry/synthetic.py).
         self._class_attributes = {
-            label: {**self.model_attributes, "prediction.class": label} for label in schema.classes
+            (label, mark): {
+                **self.model_attributes,
+                "prediction.class": label,
+                synthetic.SYNTHETIC_KEY: mark,
+            }
+            for label in schema.classes
+            for mark in ("true", "false")
         }
         meter = telemetry.meter
         self.prediction_log = PredictionLog(
@@ -122,6 +130,7 @@ class ModelService:
         """After uvicorn has finished in-flight requests: nothing answered is lost."""
         self.drift.stop()
         self.prediction_log.stop()
+        self.flags.close()
 
     def feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
         prediction_id, label = self.validator.feedback(body)
@@ -177,11 +186,10 @@ class ModelService:
                 raise
             span.set_attribute("modelobs.batch.size", len(records))
 
-        with self.tracer.start_as_current_span("model inference", attributes=self.model_attributes):
-            if self.settings.fault_latency_ms:
-                await asyncio.sleep(self.settings.fault_latency_ms / 1000)
-            if self.settings.fault_error_rate and random.random() < self.settings.fault_error_rate:
-                raise InjectedFault("fault injected by MODELOBS_FAULT_ERROR_RATE")
+        with self.tracer.start_as_current_span(
+            "model inference", attributes=self.model_attributes
+        ) as span:
+            await self.faults.apply(span)
             start = time.perf_counter()
             probabilities = self.bundle.predict_proba(records)
             elapsed = time.perf_counter() - start
@@ -228,8 +236,9 @@ class ModelService:
             for r, p in zip(records, predictions, strict=True)
         )
         self.drift.observe(records, now)
+        mark = synthetic.synthetic_attribute()
         for record, prediction in zip(records, predictions, strict=True):
-            attributes = self._class_attributes[prediction.label]
+            attributes = self._class_attributes[(prediction.label, mark)]
             self.metrics.predictions.add(1, attributes)
             self.metrics.score.record(prediction.score, attributes)
             fields: dict[str, Any] = {
