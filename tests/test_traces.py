@@ -101,11 +101,10 @@ def _continued(gateway_url: str, model_cap, gw_cap) -> None:
 
 def test_failure_sets_status_and_records_exception(model_dir, tmp_path) -> None:
     from modelobs.apps import model_service
+    from modelobs.flags import store
 
     from .conftest import make_settings
     from .servers import captured, serve
-
-    from modelobs.flags import store
 
     flags_file = tmp_path / "flags.json"
     store.switch(flags_file, "inference-errors", "every", {"share": 1.0})
