@@ -33,7 +33,9 @@ FLAGS: tuple[FlagDefinition, ...] = (
     FlagDefinition(
         "inference-latency",
         "adds delay_ms to a share of model inference calls",
-        {OFF: {"share": 0.0, "delay_ms": 0}, "on": {"share": 0.5, "delay_ms": 400}},
+        # 30 % at 1.2 s: the p99 crosses the 1 s alert threshold, and tail sampling keeps
+        # every slowed trace (its latency policy keeps traces over 500 ms).
+        {OFF: {"share": 0.0, "delay_ms": 0}, "on": {"share": 0.3, "delay_ms": 1200}},
         "model-service",
     ),
     FlagDefinition(
@@ -48,7 +50,7 @@ FLAGS: tuple[FlagDefinition, ...] = (
         "refused on a share of attempts)",
         {
             OFF: {"share": 0.0, "delay_ms": 0, "fail": False},
-            "slow": {"share": 1.0, "delay_ms": 600, "fail": False},
+            "slow": {"share": 0.3, "delay_ms": 1200, "fail": False},
             "failing": {"share": 1.0, "delay_ms": 0, "fail": True},
         },
         "gateway",
