@@ -102,37 +102,30 @@ def _flagged(spans: list[dict[str, Any]], flag: str) -> list[tuple[str, str]]:
     ]
 
 
-def _candidate_traces(s: DrillScenario, b: Backends, say: Say, report: DrillReport) -> list[str]:
+def _candidates(s: DrillScenario, b: Backends) -> list[tuple[str, dict[str, Any] | None]]:
+    """Trace ids to look at, each with the exemplar that named it (None: a search hit)."""
     if s.exemplar_selector:
-        say(f"  exemplars of: {s.exemplar_selector}")
         found = api.exemplars(b.prometheus, s.exemplar_selector)
         if s.exemplar_pick == "slowest":
             found.sort(key=lambda e: -e["value"])
-        if found:
-            report.exemplar = found[0]
-            e = found[0]
-            say(
-                f"  exemplar: trace_id={e['trace_id']} value={e['value']:.3f} "
-                f"on {_labels(e['series'])}"
-            )
-        return [e["trace_id"] for e in found[:20]]
-    say(f"  no exemplar for this signal; Jaeger search: service={s.service} tags={s.trace_search}")
-    return api.jaeger_find(b.jaeger, s.service, s.trace_search)
+        return [(e["trace_id"], e) for e in found[:10]]
+    return [(t, None) for t in api.jaeger_find(b.jaeger, s.service, s.trace_search)[:10]]
 
 
 def _find_trace(
-    s: DrillScenario, b: Backends, say: Say, report: DrillReport, timeout_s: float
+    s: DrillScenario, b: Backends, report: DrillReport, timeout_s: float
 ) -> tuple[str, list[dict[str, Any]]] | None:
-    """The first candidate trace Jaeger holds with the flag on a span."""
+    """The first candidate trace Jaeger holds with the flag on a span (tail sampling drops
+    most traces, and a kept one reaches Jaeger after its decision wait: look again)."""
 
     def look() -> tuple[str, list[dict[str, Any]]] | None:
-        for trace_id in _candidate_traces(s, b, lambda _m: None, report)[:10]:
+        for trace_id, exemplar in _candidates(s, b):
             spans = api.jaeger_trace(b.jaeger, trace_id)
             if _flagged(spans, s.flag):
+                report.exemplar = exemplar
                 return trace_id, spans
         return None
 
-    _candidate_traces(s, b, say, report)
     return _wait(look, timeout_s)
 
 
@@ -215,12 +208,23 @@ def _follow(
         for metric, value in rows:
             say(f"    {_labels(metric)} = {value:.4g}")
 
-    say("[4/7] exemplar / trace search")
-    found = _find_trace(s, b, say, report, timeout_s=90)
+    if s.exemplar_selector:
+        say(f"[4/7] exemplar: {s.exemplar_pick} exemplar of {s.exemplar_selector}")
+    else:
+        say(
+            f"[4/7] trace search (no exemplar for this signal): Jaeger, "
+            f"service={s.service} tags={s.trace_search}"
+        )
+    found = _find_trace(s, b, report, timeout_s=90)
     if not found:
         say(f"  no kept trace with {s.flag} on a span within 90s")
         return
     trace_id, spans = found
+    if report.exemplar is not None:
+        e = report.exemplar
+        say(f"  exemplar trace_id={trace_id} value={e['value']:.3f} on {_labels(e['series'])}")
+    else:
+        say(f"  found trace_id={trace_id}")
     report.trace_id = trace_id
     report.flagged_spans = _flagged(spans, s.flag)
     say(f"[5/7] trace {trace_id} (flag {s.flag} on: {report.flagged_spans})")
