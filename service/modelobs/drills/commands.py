@@ -26,13 +26,13 @@ def _flags_file(args: argparse.Namespace) -> Path:
 
 
 def _backends(args: argparse.Namespace) -> Backends:
-    return Backends(
-        prometheus=args.prometheus,
-        alertmanager=args.alertmanager,
-        jaeger=args.jaeger,
-        logs=args.logs,
-        webhook=args.webhook or None,
-    )
+    """The URLs the command was given; the native defaults for those it takes none of."""
+    defaults = Backends()
+    given = {
+        name: getattr(args, name, None) or getattr(defaults, name)
+        for name in ("prometheus", "alertmanager", "jaeger", "logs")
+    }
+    return Backends(**given, webhook=getattr(args, "webhook", None) or None)
 
 
 def _flag(args: argparse.Namespace) -> int:
