@@ -59,8 +59,17 @@ def _values(rows: list[dict[str, Any]]) -> list[tuple[dict[str, str], float]]:
     return [(r["metric"], float(r["value"][1])) for r in rows]
 
 
+# Labels every series of a service has: not worth a line of the drill's output.
+_COMMON_LABELS = frozenset(
+    {
+        "__name__", "job", "instance", "otel_scope_name", "otel_scope_version",
+        "service_instance_id", "service_namespace", "network_protocol_version", "url_scheme",
+    }
+)  # fmt: skip
+
+
 def _labels(metric: dict[str, str]) -> str:
-    shown = {k: v for k, v in metric.items() if k not in ("__name__", "job", "instance")}
+    shown = {k: v for k, v in metric.items() if k not in _COMMON_LABELS}
     return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(shown.items())) + "}"
 
 
