@@ -62,6 +62,8 @@ NEEDS: dict[str, re.Pattern[str]] = {
         r"|label_delay|feedback)"
     ),
     "drift": re.compile(r"modelobs_drift_"),
+    #   flag      a run-time fault flag switched on (the annotation of flag switches)
+    "flag": re.compile(r"modelobs_feature_flag_active"),
 }
 
 
@@ -120,12 +122,42 @@ def variables_used(expr: str) -> set[str]:
     return {m.group(1) or m.group(2) for m in _VARIABLE.finditer(expr)}
 
 
+def annotation_queries(
+    dash: dict, path: Path, values: Mapping[str, str] | None = None
+) -> list[DashboardQuery]:
+    """The query of every annotation that has one (panel id 0, type ``annotation``)."""
+    out: list[DashboardQuery] = []
+    for annotation in (dash.get("annotations") or {}).get("list") or []:
+        raw = annotation.get("expr")
+        if not raw:
+            continue
+        ds = annotation.get("datasource") or {}
+        out.append(
+            DashboardQuery(
+                dashboard_uid=dash.get("uid", ""),
+                dashboard_file=path.name,
+                panel_id=0,
+                panel_title=f"annotation {annotation.get('name', '')}",
+                panel_type="annotation",
+                ref_id="",
+                datasource_type=ds.get("type", ""),
+                datasource_uid=ds.get("uid", ""),
+                raw=raw,
+                expr=substitute(raw, values),
+                exemplar=False,
+            )
+        )
+    return out
+
+
 def all_queries(
     values: Mapping[str, str] | None = None, directory: Path = DASHBOARDS_DIR
 ) -> list[DashboardQuery]:
-    """Every target of every panel (any datasource), variables substituted."""
+    """Every target of every panel and every annotation query (any datasource), variables
+    substituted."""
     out: list[DashboardQuery] = []
     for path, dash in load_dashboards(directory).items():
+        out.extend(annotation_queries(dash, path, values))
         for panel in iter_panels(dash.get("panels") or []):
             panel_ds = panel.get("datasource") or {}
             for target in panel.get("targets") or []:

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from modelobs.monitoring.drift import DriftSettings
+
 from ._native_bins import require_binary
 from .dashboard_queries import (
     BUILTINS,
@@ -209,8 +211,68 @@ def test_model_health_has_required_panels():
         "modelobs_drift_detected",
         "modelobs_drift_share",
         "modelobs_drift_window_size",
+        "modelobs_model_estimated_accuracy",
+        "modelobs_model_estimated_precision",
+        "modelobs_model_estimated_recall",
+        "modelobs_model_estimation_window_size",
+        "modelobs:alert_threshold:model_estimated_accuracy_min",
     ):
         assert metric in exprs, f"model-health does not chart {metric}"
+
+
+def _panel(dash: dict, title: str) -> dict:
+    (panel,) = [p for p in iter_panels(dash["panels"]) if p.get("title") == title]
+    return panel
+
+
+def test_model_health_sets_estimated_beside_realized_accuracy():
+    dash = _dash(DASHBOARDS_DIR / "model-health.json")
+    exprs = [t["expr"] for t in _panel(dash, "Estimated vs realized accuracy")["targets"]]
+    assert any("modelobs_model_estimated_accuracy" in e for e in exprs)
+    assert any(re.search(r"\bmodelobs_model_accuracy\b", e) for e in exprs)
+    assert "modelobs:alert_threshold:model_estimated_accuracy_min" in exprs
+
+
+def test_model_health_marks_fault_flags_with_annotations():
+    dash = _dash(DASHBOARDS_DIR / "model-health.json")
+    flags = [a for a in dash["annotations"]["list"] if a.get("name") == "Fault flags"]
+    assert flags and flags[0]["enable"], "no enabled fault-flag annotation"
+    assert flags[0]["datasource"] == {"type": "prometheus", "uid": "prometheus"}
+    assert "modelobs_feature_flag_active" in flags[0]["expr"]
+    # the flag key names the annotation and its runbook page
+    assert "{{feature_flag_key}}" in flags[0]["titleFormat"]
+    assert flags[0]["tagKeys"] == "feature_flag_key"
+
+
+def _recorded_constants() -> dict[str, float]:
+    out = {}
+    for path in (REPO / "deploy" / "prometheus" / "rules").glob("*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                found = re.fullmatch(r"vector\(([\d.]+)\)", str(rule.get("expr", "")).strip())
+                if "record" in rule and found:
+                    out[rule["record"]] = float(found.group(1))
+    return out
+
+
+def test_drift_panels_draw_the_detector_s_own_thresholds():
+    """The dashed lines are the thresholds the drift detector decides with."""
+    settings = DriftSettings()
+    constants = _recorded_constants()
+    expected = {
+        "modelobs:drift_threshold:p_value": settings.alpha,
+        "modelobs:drift_threshold:psi": settings.psi_threshold,
+        "modelobs:drift_threshold:ks_statistic": settings.ks_threshold,
+    }
+    assert {k: constants.get(k) for k in expected} == expected
+    dash = _dash(DASHBOARDS_DIR / "model-health.json")
+    for title, statistic, rule in (
+        ("KS statistic per feature", "modelobs_drift_ks_statistic", "ks_statistic"),
+        ("p-value per feature", "modelobs_drift_p_value", "p_value"),
+        ("PSI per feature", "modelobs_drift_psi", "psi"),
+    ):
+        exprs = " ".join(t["expr"] for t in _panel(dash, title)["targets"])
+        assert statistic in exprs and f"modelobs:drift_threshold:{rule}" in exprs, title
 
 
 def test_latency_panels_have_exemplars():

@@ -193,6 +193,7 @@ class ModelService:
             start = time.perf_counter()
             probabilities = self.bundle.predict_proba(records)
             elapsed = time.perf_counter() - start
+            self.quality.observe_probabilities(probabilities.tolist())
             self.metrics.inference_duration.record(elapsed, self.model_attributes)
 
         with self.tracer.start_as_current_span(

@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 
+from ..monitoring.process_memory import register_process_memory
 from ..settings import Settings, get_settings
 from ..telemetry import (
     Telemetry,
@@ -30,6 +31,7 @@ def start_telemetry(
     telemetry = telemetry or build_telemetry(service_name, environment=settings.environment)
     configure_logging()
     set_process_telemetry(telemetry)
+    register_process_memory(telemetry.meter)
     return telemetry, owned
 
 

@@ -95,19 +95,25 @@ def generate(n: int, seed: int = 7, shift: dict[str, float] | None = None) -> Da
         "contract": contract,
         "payment_method": payment,
     }
+    # Labels follow the unshifted features: a shift moves what the model sees, not the truth.
+    prob = 1.0 / (1.0 + np.exp(-churn_logit(columns)))
+    labels = (rng.random(n) < prob).astype(np.int64)
     for name, sds in shift.items():
         col = columns[name]
         columns[name] = col + sds * float(np.std(col))
-    logit = (
-        -1.2
-        - 0.04 * (tenure - 24)
-        + 0.025 * (charges - 70)
-        + 0.45 * (calls - 1.5)
-        - 0.01 * (age - 45)
-        + 1.3 * (contract == "month-to-month")
-        - 0.8 * (contract == "two-year")
-        + 0.6 * (payment == "electronic-check")
-    )
-    prob = 1.0 / (1.0 + np.exp(-logit))
-    labels = (rng.random(n) < prob).astype(np.int64)
     return Dataset(columns=columns, labels=labels)
+
+
+def churn_logit(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The true log-odds of churn given the features: P(label | features) of this data set,
+    which a covariate shift keeps and a label shift changes."""
+    return (
+        -1.2
+        - 0.04 * (columns["tenure_months"] - 24)
+        + 0.025 * (columns["monthly_charges"] - 70)
+        + 0.45 * (columns["support_calls"] - 1.5)
+        - 0.01 * (columns["age"] - 45)
+        + 1.3 * (columns["contract"] == "month-to-month")
+        - 0.8 * (columns["contract"] == "two-year")
+        + 0.6 * (columns["payment_method"] == "electronic-check")
+    )

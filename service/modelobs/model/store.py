@@ -1,4 +1,5 @@
-"""Save and load a model bundle: estimator, schema, and a reference sample for drift."""
+"""Save and load a model bundle: estimator, schema, calibration report, and a reference sample
+for drift."""
 
 from __future__ import annotations
 
@@ -13,16 +14,23 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import CALIBRATION_FORMAT, CalibrationReport
 from .features import Encoder
 from .schema import ModelSchema
 
 ESTIMATOR_FILE = "model.pkl"
 SCHEMA_FILE = "schema.json"
 REFERENCE_FILE = "reference.npz"
+CALIBRATION_FILE = "calibration.json"
 
 
 class ModelNotFoundError(FileNotFoundError):
     """No complete model bundle in the directory."""
+
+
+class ModelOutdatedError(ModelNotFoundError):
+    """A bundle saved before its probabilities were calibrated (or with another calibration
+    format): the estimated accuracy cannot trust it, so it is retrained."""
 
 
 @dataclass
@@ -32,6 +40,7 @@ class ModelBundle:
     schema: ModelSchema
     estimator: Any
     reference: dict[str, np.ndarray]
+    calibration: CalibrationReport
 
     def __post_init__(self) -> None:
         self.encoder = Encoder(self.schema)
@@ -48,6 +57,7 @@ def save(bundle: ModelBundle, directory: Path) -> None:
         with open(staging / ESTIMATOR_FILE, "wb") as fh:
             pickle.dump(bundle.estimator, fh, protocol=pickle.HIGHEST_PROTOCOL)
         (staging / SCHEMA_FILE).write_text(json.dumps(bundle.schema.to_dict(), indent=2))
+        (staging / CALIBRATION_FILE).write_text(json.dumps(bundle.calibration.to_dict(), indent=2))
         np.savez_compressed(
             staging / REFERENCE_FILE,
             **{
@@ -69,9 +79,29 @@ def load(directory: Path) -> ModelBundle:
     missing = [f.name for f in files if not f.exists()]
     if missing:
         raise ModelNotFoundError(f"no model in {directory} (missing {', '.join(missing)})")
+    calibration = _calibration(directory)
     schema = ModelSchema.from_dict(json.loads((directory / SCHEMA_FILE).read_text()))
     with open(directory / ESTIMATOR_FILE, "rb") as fh:
         estimator = pickle.load(fh)
     with np.load(directory / REFERENCE_FILE, allow_pickle=True) as npz:
         reference = {name: npz[name] for name in npz.files}
-    return ModelBundle(schema=schema, estimator=estimator, reference=reference)
+    return ModelBundle(
+        schema=schema, estimator=estimator, reference=reference, calibration=calibration
+    )
+
+
+def _calibration(directory: Path) -> CalibrationReport:
+    path = directory / CALIBRATION_FILE
+    if not path.exists():
+        raise ModelOutdatedError(
+            f"the model in {directory} was saved before probabilities were calibrated "
+            f"(no {CALIBRATION_FILE}); the estimated accuracy needs calibrated probabilities: "
+            "retrain it (`modelobs train`)"
+        )
+    data = json.loads(path.read_text())
+    if data.get("format") != CALIBRATION_FORMAT:
+        raise ModelOutdatedError(
+            f"the model in {directory} has calibration format {data.get('format')!r}, "
+            f"this version reads {CALIBRATION_FORMAT}: retrain it (`modelobs train`)"
+        )
+    return CalibrationReport.from_dict(data)

@@ -1,5 +1,6 @@
 """Model quality once labels arrive: rolling accuracy, precision, recall and F1 over the last
-N labelled predictions, and how long labels take to arrive."""
+N labelled predictions, and how long labels take to arrive; and, beside it, the same quality
+estimated from the predictions' calibrated probabilities before labels arrive."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 
 from opentelemetry import metrics
+
+from .performance_estimation import PerformanceEstimator
 
 # Labels arrive from seconds (a click) to days (a churned customer).
 LABEL_DELAY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
@@ -22,8 +25,12 @@ class QualityTracker:
         window: int,
         meter: metrics.Meter,
         model_attributes: dict[str, str],
+        estimation_window: int | None = None,
     ) -> None:
         self.classes = tuple(classes)
+        self.estimator = PerformanceEstimator(
+            classes, estimation_window or window, meter, model_attributes
+        )
         self._pairs: deque[tuple[str, str]] = deque(maxlen=window)
         self._lock = threading.Lock()
         self._attributes = model_attributes
@@ -55,6 +62,11 @@ class QualityTracker:
         """Restore the window from the prediction log after a restart."""
         with self._lock:
             self._pairs.extend(pairs)
+
+    def observe_probabilities(self, rows: Iterable[Sequence[float]]) -> None:
+        """Each prediction's calibrated class probabilities (in ``classes`` order), for the
+        label-free estimate."""
+        self.estimator.add(rows)
 
     def add(self, predicted: str, true: str, delay_s: float) -> None:
         with self._lock:
