@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 P99 = "service_name:http_server_request_duration_seconds:p99_rate5m"
 ERROR_RATIO = "service_name:http_server_request_errors:ratio_rate5m"
 HTTP_BUCKETS = "http_server_request_duration_seconds_bucket"
+ESTIMATED_ACCURACY = (
+    "estimated accuracy (label-free, from the calibrated probabilities)",
+    'modelobs_model_estimated_accuracy{service_name="model-service"}',
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,26 @@ SCENARIOS: dict[str, DrillScenario] = {
             flagged_span="POST",
         ),
         DrillScenario(
+            name="memory-leak",
+            flag="memory-leak",
+            variant="on",
+            alert="ProcessMemoryGrowing",
+            service="model-service",
+            what="the model service keeps memory for every prediction",
+            panel_query=(
+                "max by (service_name, service_instance_id) "
+                '(deriv(process_memory_usage_bytes{service_name="model-service"}[15m]))'
+            ),
+            trace_search={"feature_flag.key": "memory-leak"},
+            flagged_span="model inference",
+            evidence=(
+                (
+                    "resident memory",
+                    'process_memory_usage_bytes{service_name="model-service"}',
+                ),
+            ),
+        ),
+        DrillScenario(
             name="feature-shift",
             flag="feature-shift",
             variant="on",
@@ -114,6 +138,7 @@ SCENARIOS: dict[str, DrillScenario] = {
                     'feature_name=~"monthly_charges|tenure_months"}',
                 ),
                 ("share of drifted features", 'modelobs_drift_share{service_name="model-service"}'),
+                ESTIMATED_ACCURACY,
             ),
         ),
         DrillScenario(
@@ -132,6 +157,7 @@ SCENARIOS: dict[str, DrillScenario] = {
                     'sum(rate(modelobs_feedback_total{service_name="model-service",'
                     'feedback_outcome="accepted"}[1m]))',
                 ),
+                ESTIMATED_ACCURACY,
                 (
                     "predicted churn share (label-free: it does not move under label shift)",
                     'sum(rate(modelobs_predictions_total{prediction_class="churn"}[1m])) '
