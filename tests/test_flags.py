@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,19 +25,9 @@ from modelobs.loadgen.scenarios import Scenario
 
 from .conftest import VALID_RECORD, make_settings
 from .servers import Captured, captured, free_port, serve
+from .waiting import wait_until
 
 POLL_MS = 50
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout_s: float = 10.0) -> Any:
-    """``check()``'s first truthy answer, or a failure naming ``what`` after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        answer = check()
-        if answer or time.monotonic() > deadline:
-            assert answer, f"{what}: not within {timeout_s}s"
-            return answer
-        time.sleep(0.02)
 
 
 @dataclass
