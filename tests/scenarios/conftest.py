@@ -27,6 +27,7 @@ from deploy.native import components as native
 from deploy.native.supervisor import Supervisor, SupervisorError
 
 from modelobs.drills.backends import Backends
+from modelobs.model.train import train_and_save
 from tests.e2e.conftest import require_binaries
 from tests.rule_tuning import tune_rules
 
@@ -80,6 +81,9 @@ def drill_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DrillStack
         "MODELOBS_DRIFT_INTERVAL_S": "2",
         "MODELOBS_QUALITY_WINDOW": "100",
     }
+    # Trained here, not by the model service's first start: its readiness then waits only for
+    # the start itself.
+    train_and_save(run_dir / "model")
     cfg = native.StackConfig(
         run_dir=run_dir,
         ports=ports,
@@ -90,6 +94,8 @@ def drill_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DrillStack
         rules_dir=rules_dir,
         load_rps=10,
         load_max_seconds=1800,  # never outlives the module by long
+        # The machine is shared: a Python service has been seen to take a minute to start.
+        ready_timeout_s=300,
     )
     supervisor = Supervisor(run_dir)
     started = time.monotonic()
