@@ -50,7 +50,9 @@ LABEL org.opencontainers.image.licenses="Apache-2.0"
 
 RUN groupadd --system --gid 10001 modelobs \
  && useradd --system --uid 10001 --gid modelobs --home-dir /var/lib/modelobs \
-            --create-home --shell /usr/sbin/nologin modelobs
+            --create-home --shell /usr/sbin/nologin modelobs \
+ # the fault-flag file's directory, shared by the services and the load generator in compose
+ && install -d -o modelobs -g modelobs /var/lib/modelobs/flags
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

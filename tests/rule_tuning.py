@@ -9,7 +9,9 @@ rules with only three kinds of change:
   (``--threshold NAME=VALUE``);
 * the evaluation ``interval:`` of every group (``--interval``): the long-window groups are
   evaluated once a minute in production, which a short-lived stack may not want to wait for.
-  Without it, each group keeps its own interval (or none, i.e. the global one).
+  Without it, each group keeps its own interval (or none, i.e. the global one);
+* range selectors of one length in every expression (``--window 5m=30s``): an alert drill
+  that switches a fault off should not wait five minutes for a ``[5m]`` rate to forget it.
 
 Everything else (expressions, labels, annotations, recording rules) stays as it is.
 
@@ -45,6 +47,7 @@ def tune_rules(
     overrides_for: Mapping[str, str] | None = None,
     thresholds: Mapping[str, float] | None = None,
     interval: str | None = None,
+    windows: Mapping[str, str] | None = None,
     source: Path = RULES_FILE,
 ) -> str:
     """Return the rule file at ``source`` as YAML text with the given overrides applied.
@@ -60,6 +63,10 @@ def tune_rules(
         _check_duration(interval)
     for value in overrides_for.values():
         _check_duration(value)
+    windows = dict(windows or {})
+    for old, new in windows.items():
+        _check_duration(old)
+        _check_duration(new)
 
     doc = yaml.safe_load(source.read_text())
     seen_alerts: set[str] = set()
@@ -68,6 +75,8 @@ def tune_rules(
         if interval is not None:
             group["interval"] = interval
         for rule in group["rules"]:
+            for old, new in windows.items():
+                rule["expr"] = rule["expr"].replace(f"[{old}]", f"[{new}]")
             if "alert" in rule:
                 name = rule["alert"]
                 seen_alerts.add(name)
@@ -111,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--for-alert", action="append", default=[], metavar="NAME=DURATION")
     parser.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--interval", help="evaluation interval of every group, e.g. 5s")
+    parser.add_argument("--window", action="append", default=[], metavar="OLD=NEW")
     args = parser.parse_args(argv)
     try:
         thresholds = {k: float(v) for k, v in _pairs(args.threshold, "--threshold").items()}
@@ -119,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides_for=_pairs(args.for_alert, "--for-alert"),
             thresholds=thresholds,
             interval=args.interval,
+            windows=_pairs(args.window, "--window"),
             source=args.source,
         )
     except (KeyError, ValueError) as exc:

@@ -81,7 +81,9 @@ def test_every_metric_has_its_name_unit_and_attributes(stack: Stack) -> None:
         "model.name",
         "model.version",
         "prediction.class",
+        "synthetic_request",  # false here: these requests carry no baggage
     }
+    assert {p.attributes["synthetic_request"] for p in points} == {"false"}
 
     metric, points = model["modelobs.inference.duration"]
     assert metric.unit == "s" and points[0].count == 3

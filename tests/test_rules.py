@@ -354,3 +354,16 @@ def test_retention_is_in_the_shared_config_file():
     retention = _config_retention([])
     assert retention, f"{PROM_CONFIG.relative_to(REPO)} sets no storage.tsdb.retention.time"
     assert _seconds(retention) >= _longest_rule_window()[0]
+
+
+def test_rule_tuning_shortens_range_windows_and_stays_valid(promtool, tmp_path):
+    tuned = tmp_path / "modelobs.yml"
+    tuned.write_text(tune_rules(windows={"5m": "30s"}))
+    res = _run([promtool, "check", "rules", str(tuned)])
+    assert res.returncode == 0, f"tuned rules invalid:\n{res.stdout}\n{res.stderr}"
+    exprs = [r["expr"] for g in yaml.safe_load(tuned.read_text())["groups"] for r in g["rules"]]
+    assert not any("[5m]" in e for e in exprs)
+    assert sum("[30s]" in e for e in exprs) >= 4  # the 5-minute SLI recording rules at least
+    assert any("[1h]" in e for e in exprs)  # other windows stay
+    with pytest.raises(ValueError):
+        tune_rules(windows={"5m": "half a minute"})

@@ -14,6 +14,7 @@ import pytest
 
 from modelobs.apps import security
 from modelobs.apps.slow_clients import server_options
+from modelobs.flags import store as flag_store
 from modelobs.settings import Settings
 
 from .conftest import VALID_RECORD, Stack, running_stack
@@ -25,8 +26,16 @@ CANARY = "CANARY-7f3a9"  # a caller's value that must reach no log or span
 
 @pytest.fixture
 def apps(request: pytest.FixtureRequest, model_dir: Path, tmp_path: Path) -> Iterator[Stack]:
-    """Both apps; ``request.param`` (if any) overrides settings of both."""
-    with running_stack(model_dir, tmp_path, **getattr(request, "param", {})) as both:
+    """Both apps; ``request.param`` (if any) overrides settings of both, and its
+    ``failing_share`` switches the inference-errors flag on for that share of predictions."""
+    overrides = dict(getattr(request, "param", {}))
+    share = overrides.pop("failing_share", None)
+    if share is not None:
+        flags_file = tmp_path / "flags.json"
+        flag_store.ensure(flags_file)
+        flag_store.switch(flags_file, "inference-errors", "on", {"share": share})
+        overrides["flags_file"] = flags_file
+    with running_stack(model_dir, tmp_path, **overrides) as both:
         yield both
 
 
@@ -89,7 +98,7 @@ INTERNALS = re.compile(
 )
 
 
-@pytest.mark.parametrize("apps", [{"fault_error_rate": 1.0}], indirect=True)
+@pytest.mark.parametrize("apps", [{"failing_share": 1.0}], indirect=True)
 def test_error_bodies_name_no_exception_path_or_internal_name(apps: Stack) -> None:
     answers = {
         "500 of ours": httpx.post(apps.model_url + "/predict", json=PREDICT),

@@ -105,13 +105,16 @@ def _continued(gateway_url: str, model_cap, gw_cap) -> None:
 
 def test_failure_sets_status_and_records_exception(model_dir, tmp_path) -> None:
     from modelobs.apps import model_service
+    from modelobs.flags import store
 
     from .conftest import make_settings
     from .servers import captured, serve
 
+    flags_file = tmp_path / "flags.json"
+    store.switch(flags_file, "inference-errors", "every", {"share": 1.0})
     cap = captured("model-service")
     app = model_service.create_app(
-        make_settings(model_dir, tmp_path, fault_error_rate=1.0), cap.telemetry
+        make_settings(model_dir, tmp_path, flags_file=flags_file), cap.telemetry
     )
     with serve(app) as url:
         response = httpx.post(f"{url}/predict", json={"record": VALID_RECORD})
@@ -121,13 +124,16 @@ def test_failure_sets_status_and_records_exception(model_dir, tmp_path) -> None:
     inference = spans["model inference"]
     assert inference.status.status_code == StatusCode.ERROR
     assert any(e.name == "exception" for e in inference.events)
+    # The flag that failed it is on the span it failed (semantic conventions' names).
+    assert inference.attributes["feature_flag.key"] == "inference-errors"
+    assert inference.attributes["feature_flag.result.variant"] == "every"
     server = spans["POST /predict"]
     assert server.status.status_code == StatusCode.ERROR
     # A 5xx was sent: error.type is its code, as the FastAPI instrumentation sets it (the
     # HTTP conventions' rule); the exception stays on the span as an event.
     assert server.attributes["error.type"] == "500"
     assert [e.attributes["exception.type"] for e in server.events] == [
-        "modelobs.apps.model_service.InjectedFault"
+        "modelobs.flags.faults.InjectedFault"
     ]
     errors = [r for r in cap.log_records() if r.attributes.get("event") == "internal_error"]
     assert errors and errors[0].trace_id == inference.context.trace_id

@@ -4,13 +4,17 @@ Prometheus; plus the query helpers the end-to-end tests share."""
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+
+# The query helpers live with the drills (the modelobs package); the tests import them here.
+from modelobs.drills.backends import iter_spans, logs_query, prom_query, trace_logs_query
+
+__all__ = ["iter_spans", "logs_query", "prom_query", "summary", "trace_logs_query"]
 
 RATE_QUERY = (
     "sum by (service_name) (rate(http_server_request_duration_seconds_count"
@@ -20,42 +24,6 @@ P99_QUERY = (
     "histogram_quantile(0.99, sum by (service_name, le) (rate("
     'http_server_request_duration_seconds_bucket{http_route!~"/healthz|/readyz"}[1m])))'
 )
-
-
-def iter_spans(payload: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    """Every span of a Jaeger v3 answer (OTLP JSON under ``result``), with its service name
-    added as ``_service``."""
-    for resource_spans in payload.get("result", {}).get("resourceSpans", []):
-        attributes = resource_spans.get("resource", {}).get("attributes", [])
-        service = next(
-            (a["value"].get("stringValue") for a in attributes if a.get("key") == "service.name"),
-            None,
-        )
-        for scope_spans in resource_spans.get("scopeSpans", []):
-            for span in scope_spans.get("spans", []):
-                yield {**span, "_service": service}
-
-
-def prom_query(prom_url: str, query: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{prom_url}/api/v1/query", params={"query": query}, timeout=10)
-    response.raise_for_status()
-    return response.json()["data"]["result"]
-
-
-def logs_query(logs_url: str, query: str, limit: int = 1000) -> list[dict[str, Any]]:
-    """Log records matching a LogsQL ``query`` (VictoriaLogs answers one JSON object per
-    line: ``_msg``, ``_time``, resource and log attributes by their OTel names, ``trace_id``,
-    ``span_id``, ``severity_text``, ``severity_number``)."""
-    response = httpx.get(
-        f"{logs_url}/select/logsql/query", params={"query": query, "limit": limit}, timeout=10
-    )
-    response.raise_for_status()
-    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
-
-
-def trace_logs_query(trace_id: str) -> str:
-    """The LogsQL query for every log record of one trace."""
-    return f"trace_id:{trace_id}"
 
 
 def jaeger_recent_trace(query_url: str, service: str = "gateway") -> tuple[str, int] | None:

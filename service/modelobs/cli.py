@@ -1,4 +1,4 @@
-"""The ``modelobs`` command: train, serve, and load."""
+"""The ``modelobs`` command: train, serve, load, and drill (flag, trace, drill)."""
 
 from __future__ import annotations
 
@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--quiet", action="store_true", help="no progress display")
     load.set_defaults(run=_load)
+
+    from .drills.commands import add_commands
+
+    add_commands(commands)  # flag, trace, drill
     return parser
 
 

@@ -64,10 +64,10 @@ class Settings(BaseSettings):
     idempotency_max_entries: int = Field(default=10_000, ge=1)
     idempotency_max_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
 
-    # Fault injection for alert drills: extra latency added to every prediction.
-    fault_latency_ms: float = Field(default=0.0, ge=0)
-    # Share of predictions (0..1) that fail with a 500, for error-ratio drills.
-    fault_error_rate: float = Field(default=0.0, ge=0, le=1)
+    # Run-time fault flags for drills (flags/): a flagd flag file, watched (polled every
+    # flags_poll_ms) and created with every flag off when missing. Unset: every flag off.
+    flags_file: Path | None = None
+    flags_poll_ms: int = Field(default=500, ge=50)
 
     # The prediction store: a SQLite file path, or a postgresql:// URL shared by replicas.
     prediction_db: Path | str = Path("var/predictions.db")

@@ -5,8 +5,8 @@ developer's `make up` stack (default ports, var/run) is left alone. Besides the 
 (collector, Jaeger, Prometheus, Alertmanager, webhook receiver, VictoriaLogs, model service,
 gateway, steady load) the session runs:
 
-* ``model-slow`` + ``gateway-slow``: a model service with MODELOBS_FAULT_LATENCY_MS=300 behind
-  its own gateway. Its traces last > TAIL_SAMPLING_LATENCY_MS (200 ms here), so tail sampling
+* ``model-slow`` + ``gateway-slow``: a model service whose own flag file has the
+  ``inference-latency`` flag on for every request (300 ms), behind its own gateway. Its traces last > TAIL_SAMPLING_LATENCY_MS (200 ms here), so tail sampling
   keeps every one of them: the trace, log and exemplar tests use it, and the alert test uses
   it to raise the p99.
 * ``gateway-dead``: a gateway whose model URL is a closed port, so it answers 503 and its
@@ -35,6 +35,7 @@ from deploy.native.binaries import BinariesMissing, find_binaries
 from deploy.native.readiness import log_tail
 from deploy.native.summary import iter_spans, logs_query, prom_query
 
+from modelobs.flags import store
 from modelobs.model.data import EXAMPLE_RECORD
 from tests.processes import MODELOBS, start_or_fail
 from tests.rule_tuning import tune_rules
@@ -144,13 +145,17 @@ def e2e(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Itera
         load_rps=5,
         load_max_seconds=900,  # the suite takes a few minutes; the load never outlives 15 min
     )
+    slow_flags = run_dir / "flags-slow.json"
+    store.switch(
+        slow_flags, "inference-latency", "always", {"share": 1.0, "delay_ms": SLOW_LATENCY_MS}
+    )
     extras = [
         native.resolve(
             native.SPECS["model-service"],
             cfg,
             name="model-slow",
             params={"port": str(slow_model_port)},
-            env={"MODELOBS_FAULT_LATENCY_MS": str(SLOW_LATENCY_MS)},
+            env={"MODELOBS_FLAGS_FILE": str(slow_flags)},
         ),
         native.resolve(
             native.SPECS["gateway"],

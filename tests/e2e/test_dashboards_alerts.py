@@ -71,7 +71,8 @@ def test_every_dashboard_query_returns_data(
 
 
 def test_latency_fault_fires_p99_alert_to_alertmanager_and_webhook(e2e: E2EStack) -> None:
-    # model-slow runs with MODELOBS_FAULT_LATENCY_MS=300; the tuned rule fires above 0.2 s.
+    # model-slow runs with inference-latency on for every request (300 ms); the tuned rule
+    # fires above 0.2 s.
     stop = threading.Event()
 
     def drive() -> None:

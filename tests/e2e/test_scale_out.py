@@ -41,6 +41,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation import set_span_in_context
 
+from modelobs.flags import store
+
 from .conftest import Sent, jaeger_trace, send
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +51,7 @@ REQUESTS = 1000
 CLIENTS = 8
 DECISION_WAIT_S = 2
 LATENCY_MS = 200
-ERROR_RATE = "0.1"
+ERROR_RATE = 0.1
 GATEWAY_INSTANCE, MODEL_INSTANCE = "scale-gateway", "scale-model"
 SINGLE, SINGLE_JAEGER = "otelcol-single", "jaeger-single"
 FAULTY = "-faulty"
@@ -111,6 +113,10 @@ def scaled(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
         "TAIL_SAMPLING_PERCENT": "10",
     }
     service_env = {"OTEL_METRIC_EXPORT_INTERVAL": "2000", "OTEL_BSP_SCHEDULE_DELAY": "300"}
+    # Inference errors on a share of requests (10 %), and on every request of the faulty pair.
+    some_errors, all_errors = run_dir / "flags-errors.json", run_dir / "flags-faulty.json"
+    store.switch(some_errors, "inference-errors", "share", {"share": ERROR_RATE})
+    store.switch(all_errors, "inference-errors", "every", {"share": 1.0})
     cfg = native.StackConfig(
         run_dir=run_dir,
         ports=ports,
@@ -119,7 +125,7 @@ def scaled(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
             "otelcol": sampling,
             "model-service": {
                 **service_env,
-                "MODELOBS_FAULT_ERROR_RATE": ERROR_RATE,
+                "MODELOBS_FLAGS_FILE": str(some_errors),
                 "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={MODEL_INSTANCE}",
             },
             "gateway": {
@@ -140,7 +146,7 @@ def scaled(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
             suffix=FAULTY,
             model_port=faulty_model,
             gateway_port=faulty_gateway,
-            model_env={"MODELOBS_FAULT_ERROR_RATE": "1", "OTEL_RESOURCE_ATTRIBUTES": ""},
+            model_env={"MODELOBS_FLAGS_FILE": str(all_errors), "OTEL_RESOURCE_ATTRIBUTES": ""},
             gateway_env={"OTEL_RESOURCE_ATTRIBUTES": ""},
             model_after=("model-service",),
         ),

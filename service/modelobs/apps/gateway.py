@@ -34,6 +34,9 @@ from opentelemetry import metrics
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
+from ..flags.client import FaultFlags
+from ..flags.faults import FaultyHopTransport
+from ..flags.metrics import register_active_gauge
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry
 from .api_docs import answers, document_contract, json_body
@@ -59,26 +62,36 @@ NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
 class Upstream:
     """The model-service replicas, each reached through one pooled, instrumented client."""
 
-    def __init__(self, settings: Settings, telemetry: Telemetry, transport: Any = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        telemetry: Telemetry,
+        transport: Any = None,
+        flags: FaultFlags | None = None,
+    ) -> None:
         self.settings = settings
         self.replicas = ReplicaSet(
             parse_urls(settings.model_urls, settings.model_url), settings.upstream_skip_s
         )
+        hop_flags = flags or FaultFlags(None)
         self.clients = {
-            r.url: self._client(r.url, settings, telemetry, transport)
+            r.url: self._client(r.url, settings, telemetry, transport, hop_flags)
             for r in self.replicas.replicas
         }
         self._register_metrics(telemetry)
 
     @staticmethod
     def _client(
-        url: str, settings: Settings, telemetry: Telemetry, transport: Any
+        url: str, settings: Settings, telemetry: Telemetry, transport: Any, flags: FaultFlags
     ) -> httpx.AsyncClient:
+        inner = transport or httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        )
         client = httpx.AsyncClient(
             base_url=url,
             timeout=httpx.Timeout(settings.upstream_timeout_s),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            transport=transport,
+            # The model-hop fault flag acts inside each attempt's client span.
+            transport=FaultyHopTransport(inner, flags),
         )
         if telemetry.enabled:
             HTTPXClientInstrumentor().instrument_client(
@@ -214,7 +227,9 @@ def create_app(
 
     @asynccontextmanager
     async def upstream() -> AsyncIterator[None]:
-        state["upstream"] = forwarder = Upstream(settings, telemetry, transport)
+        flags = FaultFlags(settings.flags_file, settings.flags_poll_ms)
+        register_active_gauge(telemetry.meter, flags)
+        state["upstream"] = forwarder = Upstream(settings, telemetry, transport, flags)
         urls = [r.url for r in forwarder.replicas.replicas]
         logger.bind(event="gateway_started", model_urls=urls).info(
             "forwarding to {}", ", ".join(urls)
@@ -223,6 +238,7 @@ def create_app(
             yield
         finally:
             await state.pop("upstream").aclose()
+            flags.close()
 
     app = create_service_app(
         "modelobs gateway",

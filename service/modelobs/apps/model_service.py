@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +14,9 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 from opentelemetry import trace
 
+from ..flags.client import FaultFlags
+from ..flags.faults import InferenceFaults
+from ..flags.metrics import register_active_gauge
 from ..model import store
 from ..model.store import ModelBundle
 from ..model.train import train_and_save
@@ -23,7 +25,7 @@ from ..monitoring.model_metrics import ModelMetrics
 from ..monitoring.model_monitor import ModelMonitor
 from ..monitoring.store import FeedbackOutcome, PredictionRow, new_prediction_id, open_store
 from ..settings import Settings, get_settings
-from ..telemetry import Telemetry, run_as
+from ..telemetry import Telemetry, run_as, synthetic
 from .api_docs import answers, document_contract, json_body
 from .api_models import ApiContract, FeedbackResponse, PredictResponse
 from .errors import error_body, guarded
@@ -43,10 +45,6 @@ MONITOR_ELSEWHERE = NoMonitor(
     "GET /drift or /quality on `modelobs serve monitor` (port 8002 by default)",
     "The monitor runs apart (MODELOBS_MONITOR=off)",
 )
-
-
-class InjectedFault(RuntimeError):
-    """Raised by the fault knob (MODELOBS_FAULT_ERROR_RATE) for error-ratio drills."""
 
 
 @dataclass
@@ -85,11 +83,21 @@ class ModelService:
         self.telemetry = telemetry
         self.tracer = telemetry.tracer
         self.metrics = ModelMetrics(telemetry.meter)
+        self.flags = FaultFlags(settings.flags_file, settings.flags_poll_ms)
+        register_active_gauge(telemetry.meter, self.flags)
+        self.faults = InferenceFaults(self.flags)
         self.validator = RequestValidator(bundle.schema, settings.max_batch_size)
         schema = bundle.schema
         self.model_attributes = {"model.name": schema.name, "model.version": schema.version}
+        # Per class and per synthetic_request (true/false: bounded, telemetry/synthetic.py).
         self._class_attributes = {
-            label: {**self.model_attributes, "prediction.class": label} for label in schema.classes
+            (label, mark): {
+                **self.model_attributes,
+                "prediction.class": label,
+                synthetic.SYNTHETIC_KEY: mark,
+            }
+            for label in schema.classes
+            for mark in ("true", "false")
         }
         meter = telemetry.meter
         self.prediction_log = open_store(settings, meter)
@@ -118,6 +126,7 @@ class ModelService:
         if self.monitor is not None:
             self.monitor.stop()
         self.prediction_log.stop()
+        self.flags.close()
 
     def feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
         prediction_id, label = self.validator.feedback(body)
@@ -170,10 +179,7 @@ class ModelService:
             "model inference", attributes=self.model_attributes
         ) as span:
             span.set_attribute("modelobs.batch.size", len(records))
-            if self.settings.fault_latency_ms:
-                await asyncio.sleep(self.settings.fault_latency_ms / 1000)
-            if self.settings.fault_error_rate and random.random() < self.settings.fault_error_rate:
-                raise InjectedFault("fault injected by MODELOBS_FAULT_ERROR_RATE")
+            await self.faults.apply(span)
             start = time.perf_counter()
             probabilities = self.bundle.predict_proba(records)
             elapsed = time.perf_counter() - start
@@ -209,8 +215,9 @@ class ModelService:
             PredictionRow(p.prediction_id, now, version, r, p.label, p.score, trace_id)
             for r, p in zip(records, predictions, strict=True)
         )
+        mark = synthetic.synthetic_attribute()
         for record, prediction in zip(records, predictions, strict=True):
-            attributes = self._class_attributes[prediction.label]
+            attributes = self._class_attributes[(prediction.label, mark)]
             self.metrics.predictions.add(1, attributes)
             self.metrics.score.record(prediction.score, attributes)
             fields: dict[str, Any] = {

@@ -7,6 +7,9 @@ import asyncio
 import os
 import sys
 
+from ..flags.client import FaultFlags
+from ..settings import get_settings
+from .flag_driven import FlagDriven
 from .runner import print_summary, run_load
 from .scenarios import SCENARIOS
 
@@ -34,6 +37,11 @@ def run_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"modelobs load: {exc}", file=sys.stderr)
         return 2
+    flags_file = get_settings().flags_file
+    flags = FaultFlags(flags_file, get_settings().flags_poll_ms) if flags_file else None
+    if flags is not None:
+        # feature-shift / label-shift act here, on the traffic itself.
+        scenario = FlagDriven(scenario, flags)  # type: ignore[assignment]
     try:
         result = asyncio.run(
             run_load(
@@ -49,5 +57,8 @@ def run_command(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         return 130
+    finally:
+        if flags is not None:
+            flags.close()
     print_summary(result)
     return 0

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .baggage import BAGGAGE_HEADER, baggage_header
 from .scenarios import Request, Scenario
 
 
@@ -82,7 +83,11 @@ async def run_load(
 ) -> LoadResult:
     """Send until ``total`` requests or ``duration_s`` seconds (0 for both: until cancelled)."""
     result = LoadResult()
-    headers = {"x-api-key": api_key} if api_key else {}
+    # Every request says it is synthetic (W3C baggage, as the OpenTelemetry Demo's load
+    # generator does): the services carry it onto spans, logs and a metric attribute.
+    headers = {BAGGAGE_HEADER: baggage_header()}
+    if api_key:
+        headers["x-api-key"] = api_key
     limiter = asyncio.Semaphore(concurrency)
     console = Console(stderr=True)
     tasks: set[asyncio.Task[None]] = set()

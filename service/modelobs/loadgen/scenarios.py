@@ -45,7 +45,13 @@ class Scenario:
     pool: int = 5000
 
     def __post_init__(self) -> None:
-        self._records = data.generate(self.pool, seed=self.seed).records()
+        dataset = data.generate(self.pool, seed=self.seed)
+        self._records = dataset.records()
+        self._labels = [data.CLASSES[int(i)] for i in dataset.labels]
+
+    def true_label(self, index: int) -> str:
+        """The label of the record ``record(index, ...)`` draws (before any shift)."""
+        return self._labels[index % len(self._labels)]
 
     def record(self, index: int, elapsed_s: float) -> dict[str, Any]:
         return self._records[index % len(self._records)]

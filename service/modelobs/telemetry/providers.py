@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from .. import __version__
+from . import synthetic
 from .exemplars import exemplar_filter
 from .http_views import unused_http_instrument_views
 from .instance import instance_attributes
@@ -232,6 +233,8 @@ def build_telemetry(
         otlp_exporter.set_meter_provider(meter_provider)
     # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
     tracer_provider = SdkTracerProvider(resource=resource)
+    # Baggage marks of synthetic traffic onto every span and log record (synthetic.py).
+    tracer_provider.add_span_processor(synthetic.span_processor())
     if span_exporter or exporter_enabled("traces"):
         tracer_provider.add_span_processor(
             BatchSpanProcessor(
@@ -239,6 +242,7 @@ def build_telemetry(
             )
         )
     logger_provider = SdkLoggerProvider(resource=resource)
+    logger_provider.add_log_record_processor(synthetic.log_processor())
     if log_exporter or exporter_enabled("logs"):
         logger_provider.add_log_record_processor(
             BatchLogRecordProcessor(

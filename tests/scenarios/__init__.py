@@ -1,0 +1,1 @@
+"""Alert drills on the native stack, one per fault-flag scenario (marker ``scenarios``)."""
