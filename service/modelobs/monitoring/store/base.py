@@ -198,14 +198,19 @@ class PredictionStore(ABC):
         except Exception as exc:  # any database or file-system failure: retried later
             if not self._opened:
                 self._close()
-            self._log_failure("prediction_log_open_failed", "cannot open the prediction store", exc)
+            self._log_failure(
+                logger.bind(event="prediction_log_open_failed", dropped=0),
+                "cannot open the prediction store",
+                exc,
+            )
             return None
 
-    def _log_failure(self, event: str, what: str, exc: BaseException, dropped: int = 0) -> None:
+    def _log_failure(self, log: Any, what: str, exc: BaseException) -> None:
+        """One ERROR line per LOG_EVERY_S at most, on ``log`` (bound with its event)."""
         now = time.monotonic()
         if now - self._last_failure_log >= LOG_EVERY_S:
             self._last_failure_log = now
-            logger.bind(event=event, dropped=dropped).error("{} {}: {}", what, self.where, exc)
+            log.error("{} {}: {}", what, self.where, exc)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Drain the buffer, commit, close. Blocks until written or ``timeout_s``."""
@@ -275,7 +280,9 @@ class PredictionStore(ABC):
         except Exception as exc:  # any database failure drops the batch, counted
             self._dropped.add(len(batch), {"reason": "write_error"})
             self._log_failure(
-                "prediction_log_write_failed", "prediction store write to", exc, len(batch)
+                logger.bind(event="prediction_log_write_failed", dropped=len(batch)),
+                "prediction store write to",
+                exc,
             )
             if conn is not None:
                 self._close_writer(conn)
