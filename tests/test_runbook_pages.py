@@ -19,22 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 RUNBOOKS_DIR = REPO / "docs" / "runbooks"
 RUNBOOKS = sorted(RUNBOOKS_DIR.glob("*.md"))
 SCENARIO_PAGES = sorted(RUNBOOKS_DIR.glob("scenario-*.md"))
-# Pages that follow the full structure: meaning, a query per step, causes to confirm or rule out
-# (the scenario pages and the alerts the scenarios raise; the others are older, shorter pages).
-STRUCTURED = [
-    *SCENARIO_PAGES,
-    *(
-        RUNBOOKS_DIR / f"{alert}.md"
-        for alert in (
-            "ModelEstimatedAccuracyLow",
-            "ProcessMemoryGrowing",
-            "HttpLatencyP99High",
-            "HttpErrorRatioHigh",
-            "ModelAccuracyLow",
-            "ModelDriftDetected",
-        )
-    ),
-]
+RULES = REPO / "deploy" / "prometheus" / "rules" / "modelobs.yml"
+ALERTS = sorted(set(re.findall(r"^\s*- alert: (\w+)", RULES.read_text(), re.M)))
+# Pages that follow the full structure: meaning, a query per step, causes to confirm or rule out.
+# Every alert of the rules file has one (a new alert without its page fails here), and so has
+# every scenario.
+STRUCTURED = [*SCENARIO_PAGES, *(RUNBOOKS_DIR / f"{alert}.md" for alert in ALERTS)]
 CAUSES = "## Likely causes, and how to confirm or rule out each"
 
 
@@ -47,8 +37,7 @@ def _panel_titles() -> set[str]:
 
 
 def _alert_names() -> set[str]:
-    text = (REPO / "deploy" / "prometheus" / "rules" / "modelobs.yml").read_text()
-    return set(re.findall(r"^\s*- alert: (\w+)", text, re.M))
+    return set(ALERTS)
 
 
 def _scenario_table_keys() -> set[str]:
@@ -103,6 +92,7 @@ def test_scenario_pages_name_real_alerts_and_their_flag(doc: Path) -> None:
 
 @pytest.mark.parametrize("doc", STRUCTURED, ids=lambda p: p.name)
 def test_structured_pages_give_a_query_per_step_and_causes_to_rule_out(doc: Path) -> None:
+    assert doc.is_file(), f"{doc.name}: no runbook page for this alert"
     text = doc.read_text()
     assert "## How to look" in text and CAUSES in text
     look = text.split("## How to look", 1)[1].split("\n## ", 1)[0]
