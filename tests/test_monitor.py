@@ -32,15 +32,13 @@ from modelobs.telemetry import configure_logging, current_telemetry
 from .conftest import VALID_RECORD, make_settings
 from .postgres import fresh_database
 from .servers import captured, free_port, serve
+from .waiting import wait_until
 
 SHIFTED = SuddenShift(features=("monthly_charges",), shift_sd=1.5, at_s=0)
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    wait_until(condition, f"timed out waiting for {what}", timeout_s, poll_s=0.05)
 
 
 def _points(reader: InMemoryMetricReader) -> dict[str, list]:

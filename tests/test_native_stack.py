@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from deploy.native.net import free_ports, port_open
 from deploy.native.readiness import NotReady, wait_ready
 from deploy.native.supervisor import Process, Running, Supervisor, SupervisorError, start_order
 
+from .waiting import poll_until
+
 FAKE_BINS = {key: f"/opt/{key.lower()}" for key in STACK_KEYS}
 
 
@@ -27,12 +28,7 @@ def quiet(_message: str) -> None:
 
 
 def until(condition: Callable[[], bool], timeout_s: float = 15) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return bool(poll_until(condition, timeout_s, poll_s=0.05))
 
 
 def gone(pid: int) -> bool:

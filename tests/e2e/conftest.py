@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from modelobs.flags import store
 from modelobs.model.data import EXAMPLE_RECORD
 from tests.processes import MODELOBS, start_or_fail
 from tests.rule_tuning import tune_rules
+from tests.waiting import wait_until
 
 SLOW_LATENCY_MS = 300
 TAIL_LATENCY_MS = 200
@@ -258,16 +258,20 @@ def jaeger_trace(e2e: E2EStack, trace_id: str) -> list[dict]:
 
 
 def wait_for_trace(e2e: E2EStack, trace_id: str, min_spans: int, timeout_s: float = 30) -> list:
-    deadline = time.monotonic() + timeout_s
     spans: list[dict] = []
-    while time.monotonic() < deadline:
-        spans = jaeger_trace(e2e, trace_id)
-        if len(spans) >= min_spans:
-            return spans
-        time.sleep(0.5)
-    raise AssertionError(
-        f"Jaeger has {len(spans)} span(s) of trace {trace_id} after {timeout_s}s "
-        f"(wanted >= {min_spans}); collector log:\n{e2e.log_tail('otelcol')}"
+
+    def enough() -> list[dict] | None:
+        spans[:] = jaeger_trace(e2e, trace_id)
+        return list(spans) if len(spans) >= min_spans else None
+
+    return wait_until(
+        enough,
+        lambda: (
+            f"Jaeger has {len(spans)} span(s) of trace {trace_id} (wanted >= {min_spans}); "
+            f"collector log:\n{e2e.log_tail('otelcol')}"
+        ),
+        timeout_s,
+        poll_s=0.5,
     )
 
 
@@ -281,23 +285,18 @@ def logs(e2e: E2EStack, query: str) -> list[dict]:
 
 
 def wait_for_logs(e2e: E2EStack, query: str, timeout_s: float = 30) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = logs(e2e, query)
-        if found or time.monotonic() > deadline:
-            assert found, (
-                f"the log store has no record for {query!r} after {timeout_s}s; "
-                f"collector log:\n{e2e.log_tail('otelcol')}"
-            )
-            return found
-        time.sleep(0.5)
+    return wait_until(
+        lambda: logs(e2e, query),
+        lambda: (
+            f"the log store has no record for {query!r}; collector log:\n{e2e.log_tail('otelcol')}"
+        ),
+        timeout_s,
+        poll_s=0.5,
+    )
 
 
 def wait_for_series(e2e: E2EStack, query: str, timeout_s: float = 60) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = [r for r in prom(e2e, query) if r["value"][1] not in ("NaN", "+Inf", "-Inf")]
-        if result or time.monotonic() > deadline:
-            assert result, f"Prometheus returned no data after {timeout_s}s for: {query}"
-            return result
-        time.sleep(1)
+    def finite() -> list[dict]:
+        return [r for r in prom(e2e, query) if r["value"][1] not in ("NaN", "+Inf", "-Inf")]
+
+    return wait_until(finite, f"Prometheus returned no data for: {query}", timeout_s, poll_s=1)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 import httpx
 import pytest
 
 from tests.dashboard_queries import DashboardQuery, prometheus_queries
+from tests.waiting import poll_until
 
 from .conftest import ALERT, P99_THRESHOLD_S, E2EStack, prom, send
 
@@ -55,10 +55,13 @@ def test_every_dashboard_query_returns_data(
     assert queries, "no Prometheus queries found in dashboards/"
     # Rates over [1m] need two scrapes after the traffic: retry the empty ones a few times.
     empty = _empty(e2e, queries)
-    deadline = time.monotonic() + 30
-    while empty and time.monotonic() < deadline:
-        time.sleep(5)
-        empty = _empty(e2e, list(empty))
+
+    def all_answered() -> bool:
+        nonlocal empty
+        empty = _empty(e2e, list(empty)) if empty else empty
+        return not empty
+
+    poll_until(all_answered, timeout_s=30, poll_s=5)
     lines = [
         f"  [{why}] {q.where}"
         + (f"\n      -> {FAILURE_HINT}" if FAILURE_ONLY.search(q.expr) else "")
@@ -81,7 +84,7 @@ def test_latency_fault_fires_p99_alert_to_alertmanager_and_webhook(e2e: E2EStack
                 if stop.is_set():
                     return
                 send(e2e.slow_gateway_url, client)
-                time.sleep(0.1)
+                stop.wait(0.1)  # pacing: about 10 requests/s until stopped
 
     driver = threading.Thread(target=drive, daemon=True)
     driver.start()
@@ -99,13 +102,13 @@ def test_latency_fault_fires_p99_alert_to_alertmanager_and_webhook(e2e: E2EStack
 
 
 def _wait_alertmanager(e2e: E2EStack, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def mine() -> list[dict]:
         alerts = httpx.get(f"{e2e.alertmanager_url}/api/v2/alerts", timeout=5).json()
-        mine = [a for a in alerts if a["labels"].get("alertname") == ALERT]
-        if mine:
-            return mine[0]
-        time.sleep(2)
+        return [a for a in alerts if a["labels"].get("alertname") == ALERT]
+
+    found = poll_until(mine, timeout_s, poll_s=2)
+    if found:
+        return found[0]
     p99 = prom(e2e, "service_name:http_server_request_duration_seconds:p99_rate5m")
     rule_alerts = prom(e2e, f'ALERTS{{alertname="{ALERT}"}}')
     raise AssertionError(
@@ -116,12 +119,15 @@ def _wait_alertmanager(e2e: E2EStack, timeout_s: float) -> dict:
 
 
 def _wait_webhook(e2e: E2EStack, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def delivered() -> dict | None:
         for payload in httpx.get(f"{e2e.webhook_url}/alerts", timeout=5).json():
             if any(a["labels"].get("alertname") == ALERT for a in payload.get("alerts", [])):
                 return payload
-        time.sleep(2)
+        return None
+
+    payload = poll_until(delivered, timeout_s, poll_s=2)
+    if payload:
+        return payload
     raise AssertionError(
         f"{ALERT} reached Alertmanager but not the webhook receiver after {timeout_s}s; "
         f"alertmanager log:\n{e2e.log_tail('alertmanager')}"

@@ -36,6 +36,7 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from modelobs.model.data import CLASSES, generate
 from modelobs.monitoring.store import id_time
 
+from ..waiting import poll_until
 from .collector_output import Samples, by_instance, job_samples
 
 pytestmark = pytest.mark.e2e
@@ -123,12 +124,7 @@ def stack(
 
 def until(condition: Callable[[], Any], timeout_s: float = 60, every_s: float = 0.3) -> Any:
     """``condition()``'s first truthy value, or its last value at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every_s)
+    return poll_until(condition, timeout_s, every_s)
 
 
 def sql(stack: ReplicaStack, query: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -43,6 +43,7 @@ from opentelemetry.trace.propagation import set_span_in_context
 
 from modelobs.flags import store
 
+from .. import waiting
 from .conftest import Sent, jaeger_trace, send
 
 pytestmark = pytest.mark.e2e
@@ -190,11 +191,8 @@ def scaled(bins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, what: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(what())
-        time.sleep(0.5)
+    """tests/waiting.py's wait, with this file's argument order and a 0.5 s poll."""
+    waiting.wait_until(check, what, timeout_s, poll_s=0.5)
 
 
 def self_metric(port: int, name: str, **labels: str) -> float:
