@@ -12,10 +12,12 @@ changes little; it is there for the estimator a user swaps in (trees, boosting),
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import brier_score_loss
@@ -91,3 +93,49 @@ def calibrate(
         accuracy=round(float((after.argmax(axis=1) == y_test).mean()), 4),
     )
     return calibrated, report
+
+
+ProbabilityFunction = Callable[[np.ndarray], np.ndarray]
+
+
+def serving_predict_proba(calibrated: Any) -> ProbabilityFunction:
+    """What the request path calls for calibrated probabilities: for a binary sigmoid
+    calibration of an estimator with a decision function (what ``calibrate`` fits here), the
+    estimator's decision function through the fitted Platt map, the same arithmetic as
+    scikit-learn's and equal to it bit for bit (tests/test_calibration.py); for anything else,
+    scikit-learn's own ``predict_proba``.
+
+    Hand-written because of a measurement: scikit-learn's wrapper validates its input and
+    looks up the frozen estimator's tags (deep-copying them) on every call, 816 µs for a
+    one-row prediction against 222 µs for the pipeline alone (scikit-learn 1.9.1, this
+    machine): it made every request ~0.6 ms slower."""
+    fast = _binary_sigmoid(calibrated)
+    return fast if fast is not None else calibrated.predict_proba
+
+
+def _binary_sigmoid(calibrated: Any) -> ProbabilityFunction | None:
+    classifiers = getattr(calibrated, "calibrated_classifiers_", None)
+    if not isinstance(calibrated, CalibratedClassifierCV) or not classifiers:
+        return None
+    if len(classifiers) != 1 or len(calibrated.classes_) != 2:
+        return None
+    (classifier,) = classifiers
+    if classifier.method != "sigmoid" or len(classifier.calibrators) != 1:
+        return None
+    estimator = classifier.estimator
+    if isinstance(estimator, FrozenEstimator):
+        estimator = estimator.estimator
+    decision = getattr(estimator, "decision_function", None)
+    if decision is None:  # scikit-learn would calibrate predict_proba's column instead
+        return None
+    (calibrator,) = classifier.calibrators
+    slope, intercept = calibrator.a_, calibrator.b_
+
+    def predict_proba(x: np.ndarray) -> np.ndarray:
+        positive = expit(-(slope * np.ravel(decision(x)) + intercept))
+        proba = np.empty((positive.shape[0], 2))
+        proba[:, 1] = positive
+        proba[:, 0] = 1.0 - positive
+        return proba
+
+    return predict_proba

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import CALIBRATION_FORMAT, CalibrationReport
+from .calibration import CALIBRATION_FORMAT, CalibrationReport, serving_predict_proba
 from .features import Encoder
 from .schema import ModelSchema
 
@@ -44,9 +44,10 @@ class ModelBundle:
 
     def __post_init__(self) -> None:
         self.encoder = Encoder(self.schema)
+        self._predict_proba = serving_predict_proba(self.estimator)
 
     def predict_proba(self, records: list[dict[str, float | str]]) -> np.ndarray:
-        return self.estimator.predict_proba(self.encoder.encode(records))
+        return self._predict_proba(self.encoder.encode(records))
 
 
 def save(bundle: ModelBundle, directory: Path) -> None:
