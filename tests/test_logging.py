@@ -7,6 +7,7 @@ import io
 import json
 import logging
 
+import pytest
 from loguru import logger
 
 from modelobs.telemetry import configure_logging, current_telemetry
@@ -45,3 +46,27 @@ def test_stdlib_and_loguru_records_are_exported_once_with_trace_ids() -> None:
     assert records[1].attributes["count"] == 3  # flattened, not one "extra" map
     assert records[1].attributes["nested"] == '{"a":1}'
     cap.telemetry.shutdown()
+
+
+def test_logging_after_telemetry_shutdown_stays_on_stdout_without_logging_errors(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """After shutdown the SDK logs "Shutdown called, ignoring Log." from inside the OTLP
+    sink; that record must reach stdout without re-entering the sink (loguru would print a
+    "Logging error" with a traceback to stderr, as every stopping service used to)."""
+    cap = captured("model-service")
+    stdout = io.StringIO()
+    configure_logging(stream=stdout)
+    token = current_telemetry.set(cap.telemetry)
+    try:
+        logger.info("before shutdown")
+        cap.telemetry.shutdown()
+        logging.getLogger("uvicorn.error").info("Finished server process")
+    finally:
+        current_telemetry.reset(token)
+        configure_logging()
+    messages = [json.loads(line)["message"] for line in stdout.getvalue().splitlines()]
+    assert "Finished server process" in messages
+    assert any(m.startswith("Shutdown called, ignoring") for m in messages)
+    assert "Logging error" not in capfd.readouterr().err
+    assert [r.body for r in cap.log_records()] == ["before shutdown"]

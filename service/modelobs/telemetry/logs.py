@@ -25,6 +25,14 @@ from .context import active_telemetry
 _NOT_EXPORTED_PREFIXES = ("opentelemetry", "grpc", "urllib3")
 
 
+def exported(record: Any) -> bool:
+    """The OTLP sink's loguru filter. A filter, not a check inside the sink: loguru runs it
+    before taking the sink's lock, so a record the SDK logs while the sink is emitting (its
+    "Shutdown called, ignoring Log." after shutdown, for one) goes to stdout only instead of
+    re-entering the sink, which loguru refuses with a "Logging error" on stderr."""
+    return not (record["name"] or "").startswith(_NOT_EXPORTED_PREFIXES)
+
+
 def _json_default(value: Any) -> Any:
     return str(value)
 
@@ -92,8 +100,6 @@ def otel_sink(message: Any) -> None:
     if telemetry is None or not telemetry.enabled:
         return
     name = record["name"] or "modelobs"
-    if name.startswith(_NOT_EXPORTED_PREFIXES):
-        return
     level = record["level"]
     exc = record["exception"]
     telemetry.logger_provider.get_logger(name).emit(
@@ -124,7 +130,7 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
     """Idempotent: replaces loguru's sinks and the stdlib root handlers."""
     logger.remove()
     logger.add(JsonLineSink(stream or sys.stdout), level=level, format="{message}")
-    logger.add(otel_sink, level=level, format="{message}")
+    logger.add(otel_sink, level=level, format="{message}", filter=exported)
     root = logging.getLogger()
     root.handlers = [InterceptHandler()]
     root.setLevel(level)
