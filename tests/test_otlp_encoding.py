@@ -92,7 +92,16 @@ def _spans() -> list:
             span.add_event("one")
             span.add_event("two")  # over max_events: counted as dropped
             span.set_status(Status(StatusCode.ERROR))
-    spans = [*first_out.get_finished_spans(), *second_out.get_finished_spans()]
+    # A resource equal to the first one but another object (a second provider of one
+    # service): the official encoder groups its spans with the first's.
+    twin, twin_out = _provider(Resource.create({"service.name": "a", "n": 1}))
+    with twin.get_tracer("scope.two").start_as_current_span("twin"):
+        pass
+    spans = [
+        *first_out.get_finished_spans(),
+        *second_out.get_finished_spans(),
+        *twin_out.get_finished_spans(),
+    ]
     # Interleaved, so grouping by resource and scope is exercised.
     return spans[::2] + spans[1::2]
 
