@@ -9,6 +9,7 @@ import logging
 
 import pytest
 from loguru import logger
+from opentelemetry.sdk._logs import LogRecordProcessor
 
 from modelobs.telemetry import configure_logging, current_telemetry
 
@@ -48,25 +49,41 @@ def test_stdlib_and_loguru_records_are_exported_once_with_trace_ids() -> None:
     cap.telemetry.shutdown()
 
 
-def test_logging_after_telemetry_shutdown_stays_on_stdout_without_logging_errors(
+class _ComplainingProcessor(LogRecordProcessor):
+    """Logs through an SDK logger from inside the OTLP sink's emit, as the SDK itself does
+    (its "Shutdown called, ignoring Log." after shutdown, an exporter's complaints)."""
+
+    def on_emit(self, log_record: object) -> None:
+        logging.getLogger("opentelemetry.sdk._shared_internal").warning("ignoring Log.")
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def test_the_sdks_own_logs_from_inside_the_otlp_sink_go_to_stdout_only(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    """After shutdown the SDK logs "Shutdown called, ignoring Log." from inside the OTLP
-    sink; that record must reach stdout without re-entering the sink (loguru would print a
-    "Logging error" with a traceback to stderr, as every stopping service used to)."""
+    """A record the SDK logs while the OTLP sink is emitting must reach stdout without
+    re-entering the sink: loguru refuses that with a "Logging error" traceback on stderr, as
+    every stopping service printed before."""
     cap = captured("model-service")
+    cap.telemetry.logger_provider.add_log_record_processor(_ComplainingProcessor())
     stdout = io.StringIO()
     configure_logging(stream=stdout)
     token = current_telemetry.set(cap.telemetry)
     try:
-        logger.info("before shutdown")
-        cap.telemetry.shutdown()
         logging.getLogger("uvicorn.error").info("Finished server process")
     finally:
         current_telemetry.reset(token)
         configure_logging()
-    messages = [json.loads(line)["message"] for line in stdout.getvalue().splitlines()]
-    assert "Finished server process" in messages
-    assert any(m.startswith("Shutdown called, ignoring") for m in messages)
+    lines = [json.loads(line) for line in stdout.getvalue().splitlines()]
+    assert sorted((line["logger"], line["message"]) for line in lines) == [
+        ("opentelemetry.sdk._shared_internal", "ignoring Log."),
+        ("uvicorn.error", "Finished server process"),
+    ]
     assert "Logging error" not in capfd.readouterr().err
-    assert [r.body for r in cap.log_records()] == ["before shutdown"]
+    assert [r.body for r in cap.log_records()] == ["Finished server process"]
+    cap.telemetry.shutdown()
