@@ -55,10 +55,9 @@ type journal struct {
 	seq     uint64
 }
 
-func newJournal(cfg *Config, dir string) (*journal, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("trace journal directory: %w", err)
-	}
+// newJournal touches no file: `otelcol validate` builds processors too, and must not
+// create directories. The directory is made with the first segment.
+func newJournal(cfg *Config, dir string) *journal {
 	return &journal{
 		dir:             dir,
 		segmentDuration: cfg.SegmentDuration,
@@ -66,13 +65,16 @@ func newJournal(cfg *Config, dir string) (*journal, error) {
 		maxBytes:        cfg.MaxBytes,
 		fsync:           cfg.Fsync,
 		now:             time.Now,
-	}, nil
+	}
 }
 
 // leftovers lists segment files a previous process left, oldest first. Call it before
 // the first append: afterwards the directory also holds this process's segments.
 func (j *journal) leftovers() ([]string, error) {
 	entries, err := os.ReadDir(j.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil // first start
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +126,9 @@ func (j *journal) append(payload []byte) error {
 // rotate closes the open segment and opens a new one. Called with mu held.
 func (j *journal) rotate(now time.Time) error {
 	j.closeCurrent()
+	if err := os.MkdirAll(j.dir, 0o700); err != nil {
+		return fmt.Errorf("trace journal directory: %w", err)
+	}
 	j.seq++
 	path := filepath.Join(j.dir, fmt.Sprintf("%020d-%06d%s", now.UnixNano(), j.seq, segmentSuffix))
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)

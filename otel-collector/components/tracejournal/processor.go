@@ -39,11 +39,8 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
 func newJournalProcessor(set processor.Settings, cfg *Config, next consumer.Traces) (*journalProcessor, error) {
 	// One subdirectory per component id: two journals in one collector never mix files.
 	dir := filepath.Join(cfg.Directory, unsafeName.ReplaceAllString(set.ID.String(), "_"))
-	j, err := newJournal(cfg, dir)
-	if err != nil {
-		return nil, err
-	}
-	m, err := newJournalMetrics(set.TelemetrySettings, j)
+	j := newJournal(cfg, dir)
+	m, err := newJournalMetrics(set.TelemetrySettings, set.ID, j)
 	if err != nil {
 		return nil, err
 	}
@@ -76,10 +73,10 @@ func (p *journalProcessor) write(ctx context.Context, td ptrace.Traces) error {
 		if errors.Is(err, errJournalFull) {
 			reason = "full"
 		}
-		p.metrics.failed.Add(ctx, spans, metric.WithAttributes(attribute.String("reason", reason)))
+		p.metrics.failed.Add(ctx, spans, metric.WithAttributes(p.metrics.id, attribute.String("reason", reason)))
 		return err
 	}
-	p.metrics.journaled.Add(ctx, spans)
+	p.metrics.journaled.Add(ctx, spans, p.metrics.attrs)
 	return nil
 }
 
@@ -121,7 +118,7 @@ func (p *journalProcessor) start(ctx context.Context, _ component.Host) error {
 				p.logger.Warn("trace journal: next consumer refused a replayed batch", zap.Error(err))
 			}
 			spans += n
-			p.metrics.replayed.Add(ctx, n)
+			p.metrics.replayed.Add(ctx, n, p.metrics.attrs)
 			return nil
 		})
 		if err != nil {
@@ -134,7 +131,7 @@ func (p *journalProcessor) start(ctx context.Context, _ component.Host) error {
 			return fmt.Errorf("trace journal: removing replayed %s: %w", path, err)
 		}
 	}
-	p.metrics.replayedTraces.Add(ctx, int64(len(traces)))
+	p.metrics.replayedTraces.Add(ctx, int64(len(traces)), p.metrics.attrs)
 	if len(leftovers) > 0 {
 		p.logger.Info("trace journal replayed",
 			zap.Int("segments", len(leftovers)),
@@ -176,7 +173,7 @@ func (p *journalProcessor) sweepEvery(interval time.Duration) {
 
 func (p *journalProcessor) sweep(ctx context.Context) {
 	deleted, err := p.journal.sweep()
-	p.metrics.deleted.Add(ctx, int64(deleted))
+	p.metrics.deleted.Add(ctx, int64(deleted), p.metrics.attrs)
 	if err != nil {
 		p.logger.Warn("trace journal: deleting an expired segment failed", zap.Error(err))
 	}
@@ -197,6 +194,8 @@ func (p *journalProcessor) shutdown(context.Context) error {
 // journalMetrics: the processor's own counters, exported with the collector's otelcol_*
 // metrics (Prometheus drops no suffix: otelcol_processor_trace_journal_*).
 type journalMetrics struct {
+	id             attribute.KeyValue // processor=<component id>, as processorhelper's own metrics
+	attrs          metric.MeasurementOption
 	journaled      metric.Int64Counter
 	replayed       metric.Int64Counter
 	replayedTraces metric.Int64Counter
@@ -205,9 +204,11 @@ type journalMetrics struct {
 	registration   metric.Registration
 }
 
-func newJournalMetrics(set component.TelemetrySettings, j *journal) (*journalMetrics, error) {
+func newJournalMetrics(set component.TelemetrySettings, id component.ID, j *journal) (*journalMetrics, error) {
 	meter := set.MeterProvider.Meter("modelobs.local/tracejournal")
 	var m journalMetrics
+	m.id = attribute.String("processor", id.String())
+	m.attrs = metric.WithAttributes(m.id)
 	var errs [6]error
 	m.journaled, errs[0] = meter.Int64Counter("otelcol_processor_trace_journal_journaled_spans",
 		metric.WithDescription("Spans written to the trace journal (including replayed ones journaled again)."),
@@ -232,7 +233,7 @@ func newJournalMetrics(set component.TelemetrySettings, j *journal) (*journalMet
 		return nil, err
 	}
 	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(size, j.onDisk())
+		o.ObserveInt64(size, j.onDisk(), m.attrs)
 		return nil
 	}, size)
 	if err != nil {

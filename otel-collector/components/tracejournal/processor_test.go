@@ -224,8 +224,9 @@ func TestWriteFailureRefusesTheBatch(t *testing.T) {
 	assert.Equal(t, 2, inst.sink.SpanCount(), "a batch not journaled is not passed on")
 	assert.EqualValues(t, 5, counter(t, inst.tel, "otelcol_processor_trace_journal_failed_spans"))
 
-	// The directory is gone too: a new segment cannot be created either.
+	// The directory is gone and a file stands in its place: no new segment can be made.
 	require.NoError(t, os.RemoveAll(p.journal.dir))
+	require.NoError(t, os.WriteFile(p.journal.dir, nil, 0o600))
 	require.Error(t, proc.ConsumeTraces(ctx, batch(3, 1, 1)))
 	assert.Equal(t, 2, inst.sink.SpanCount())
 	assert.EqualValues(t, 6, counter(t, inst.tel, "otelcol_processor_trace_journal_failed_spans"))
@@ -286,6 +287,7 @@ func TestFactoryBuildsAProcessorFromTheDefaultConfig(t *testing.T) {
 	set := processortest.NewNopSettings(componentType)
 	proc, err := factory.CreateTraces(context.Background(), set, cfg, new(consumertest.TracesSink))
 	require.NoError(t, err)
+	assert.NoDirExists(t, filepath.Join(cfg.Directory, "trace_journal"), "creating touches no file")
 	require.NoError(t, proc.Start(context.Background(), componenttest.NewNopHost()))
 	require.NoError(t, proc.Shutdown(context.Background()))
 	assert.False(t, proc.Capabilities().MutatesData)
