@@ -1,0 +1,109 @@
+"""The trace journal processor (otel-collector/components/tracejournal): its Go unit tests
+pass (journal, kill without Shutdown, replay; retention; refusal on write failure and at
+max_bytes), it is built into our collector distribution at the manifest's release line, and
+the build cache key follows its sources so an edit never reuses a stale binary."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from deploy.native import REPO
+
+from ._native_bins import require_binary
+
+COLLECTOR_DIR = REPO / "otel-collector"
+COMPONENT = COLLECTOR_DIR / "components" / "tracejournal"
+MODULE = "modelobs.local/tracejournal"
+GO_TESTS = (
+    "TestKilledProcessJournalIsReplayedWhole",
+    "TestTornTailIsSkippedAndEarlierRecordsReplayed",
+    "TestRetentionDeletesOldSegmentsOnly",
+    "TestWriteFailureRefusesTheBatch",
+    "TestFullJournalRefusesBeyondMaxBytes",
+    "TestGracefulShutdownKeepsTheJournal",
+)
+
+
+def go() -> str:
+    path = shutil.which("go")
+    if path is None:
+        pytest.fail("go is not on PATH: the trace journal's tests need Go >= 1.26", pytrace=False)
+    return path
+
+
+def test_go_unit_tests_pass() -> None:
+    result = subprocess.run(
+        [go(), "test", "-count=1", "-v", "./..."],
+        cwd=COMPONENT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    passed = set(re.findall(r"^--- PASS: (\w+)", result.stdout, re.MULTILINE))
+    assert set(GO_TESTS) <= passed, sorted(set(GO_TESTS) - passed)
+
+
+def manifest_versions() -> set[str]:
+    gomods = [
+        entry["gomod"]
+        for kind in ("receivers", "processors", "exporters", "connectors", "extensions")
+        for entry in yaml.safe_load((COLLECTOR_DIR / "manifest.yaml").read_text())[kind]
+    ]
+    return {g.split()[1] for g in gomods if g.startswith("go.opentelemetry.io/collector/")}
+
+
+def test_manifest_builds_the_journal_from_its_directory() -> None:
+    manifest = yaml.safe_load((COLLECTOR_DIR / "manifest.yaml").read_text())
+    [entry] = [p for p in manifest["processors"] if p["gomod"].split()[0] == MODULE]
+    assert (COLLECTOR_DIR / entry["path"]).resolve() == COMPONENT
+    gomod = (COMPONENT / "go.mod").read_text()
+    assert gomod.startswith(f"module {MODULE}\n")
+    # Its collector modules are at the manifest's release line (v0.161.0 / v1.67.0).
+    release = manifest_versions()
+    required = re.findall(r"^\s+go\.opentelemetry\.io/collector/\S+ (v\S+)", gomod, re.MULTILINE)
+    assert required and set(required) <= release | {"v1.67.0"}, (set(required), release)
+
+
+def test_built_collector_has_the_journal() -> None:
+    result = subprocess.run(
+        [require_binary("OTELCOL_BIN", "modelobs-otelcol"), "components"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    processors = yaml.safe_load(result.stdout)["processors"]
+    assert {"name": "trace_journal", "module": f"{MODULE} v0.0.0"}.items() <= next(
+        p for p in processors if p["name"] == "trace_journal"
+    ).items()
+
+
+def print_path(collector_dir: Path) -> str:
+    result = subprocess.run(
+        ["bash", str(collector_dir / "build.sh"), "--print-path"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_build_key_follows_the_component_sources(tmp_path: Path) -> None:
+    # A copy of the tree build.sh needs (it sources ../deploy/lib/tools.sh).
+    shutil.copytree(COLLECTOR_DIR, tmp_path / "otel-collector")
+    shutil.copytree(REPO / "deploy" / "lib", tmp_path / "deploy" / "lib")
+    copy = tmp_path / "otel-collector"
+    assert print_path(copy) == print_path(COLLECTOR_DIR)
+    source = copy / "components" / "tracejournal" / "journal.go"
+    source.write_text(source.read_text() + "\n// an edit\n")
+    assert print_path(copy) != print_path(COLLECTOR_DIR)
