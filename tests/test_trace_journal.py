@@ -5,6 +5,7 @@ the build cache key follows its sources so an edit never reuses a stale binary."
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -107,3 +108,50 @@ def test_build_key_follows_the_component_sources(tmp_path: Path) -> None:
     source = copy / "components" / "tracejournal" / "journal.go"
     source.write_text(source.read_text() + "\n// an edit\n")
     assert print_path(copy) != print_path(COLLECTOR_DIR)
+
+
+BENCH = json.loads((REPO / "bench" / "results" / "trace_journal.json").read_text())
+README = (COLLECTOR_DIR / "README.md").read_text()
+
+
+def bench_command() -> str:
+    args = BENCH["args"]
+    return (
+        f"bench/trace_journal.py --repeats {args['repeats']} --rate {args['rate']} "
+        f"--seconds {args['seconds']}"
+    )
+
+
+def journal_row(variant: str) -> str:
+    """One row of the README's cost table, from the benchmark's medians."""
+    m = BENCH["medians"][variant]
+    per_span = f"{m['journal_bytes_per_span']:.0f}" if m["journal_bytes_per_span"] else "-"
+    return (
+        f"| {variant} | {m['cpu_s_per_10k_spans']:.3f} s | {m['delivered_share']:.0%} | "
+        f"{per_span} |"
+    )
+
+
+def test_readme_cost_table_is_the_benchmark() -> None:
+    assert bench_command() in README
+    for variant in BENCH["medians"]:
+        assert journal_row(variant) in README, journal_row(variant)
+
+
+def test_readme_names_every_journal_setting_with_its_default() -> None:
+    journal = yaml.safe_load((COLLECTOR_DIR / "gateway.yaml").read_text())["processors"][
+        "trace_journal"
+    ]
+    settings = [
+        re.fullmatch(r"\$\{env:(\w+):-([^}]*)\}", str(v))
+        for v in journal.values()
+        if "${" in str(v)
+    ]
+    named = {m.group(1): m.group(2) for m in settings if m and m.group(1).startswith("TRACE_")}
+    assert set(named) == {
+        "TRACE_JOURNAL_RETENTION",
+        "TRACE_JOURNAL_MAX_BYTES",
+        "TRACE_JOURNAL_FSYNC",
+    }
+    for variable, default in named.items():
+        assert f"| `{variable}` | `{default}` |" in README, variable
