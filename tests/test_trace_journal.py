@@ -155,3 +155,21 @@ def test_readme_names_every_journal_setting_with_its_default() -> None:
     }
     for variable, default in named.items():
         assert f"| `{variable}` | `{default}` |" in README, variable
+
+
+def test_scaling_doc_journal_disk_follows_from_the_figures() -> None:
+    """docs/scaling.md's worked example: R = 1,000 requests/s over two gateways, the measured
+    spans per request, the shipped retention (+ 1 s segment) and the bytes per span it states."""
+    doc = (REPO / "docs" / "scaling.md").read_text()
+    capacity = json.loads((REPO / "bench" / "results" / "capacity.json").read_text())
+    spans_per_request = round(capacity["model_service"]["telemetry_per_request"]["spans"])
+    journal = yaml.safe_load((COLLECTOR_DIR / "gateway.yaml").read_text())["processors"][
+        "trace_journal"
+    ]
+    retention = int(re.fullmatch(r"\$\{env:\w+:-(\d+)s\}", journal["retention"]).group(1))  # type: ignore[union-attr]
+    bytes_per_span = int(re.search(r"about (\d+) bytes per span", doc).group(1))  # type: ignore[union-attr]
+    spans_per_s = spans_per_request * 1000 // 2
+    window = retention + 1
+    megabytes = round(spans_per_s * window * bytes_per_span / 1e6)
+    expected = f"| {megabytes} MB ({spans_per_s:,} spans/s \u00d7 {window} s \u00d7 {bytes_per_span} bytes;"
+    assert expected in doc, expected
