@@ -17,15 +17,13 @@ Figures go to bench/results/trace_journal.json.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from collector_batching import TELEMETRYGEN, Stack, log_sink, telemetrygen, wait_stable
+from collector_batching import TELEMETRYGEN, Stack, report, run_interleaved, run_traces
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -51,60 +49,43 @@ def variants(tmp: Path) -> dict[str, Path]:
     }
 
 
+def journal_bytes_per_span(stack: Stack) -> dict[str, float]:
+    """The journal's size on disk over the spans it took (nothing deleted yet)."""
+    size = stack.collector_metric("otelcol_processor_trace_journal_size")
+    spans = stack.collector_metric("otelcol_processor_trace_journal_journaled_spans")
+    return {"journal_bytes_per_span": size / spans if spans else 0.0}
+
+
 def run(bins: dict[str, str], config: Path, rate: int, seconds: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp, log_sink() as sink:
-        stack = Stack(bins, config, Path(tmp), sink)
-        stack.collector_env["TRACE_JOURNAL_RETENTION"] = "600s"
-        try:
-            stack.start("jaeger")
-            stack.start("otelcol")
-            cpu0 = stack.collector_cpu_s()
-            telemetrygen("traces", stack.grpc, rate, seconds)
-            accepted = stack.collector_metric("otelcol_receiver_accepted_spans")
-            journal_bytes = stack.collector_metric("otelcol_processor_trace_journal_size")
-            journaled = stack.collector_metric("otelcol_processor_trace_journal_journaled_spans")
-            delivered, _ = wait_stable(stack.jaeger_accepted_spans, accepted)
-            cpu = stack.collector_cpu_s() - cpu0
-        finally:
-            stack.stop()
-    return {
-        "spans_accepted": accepted,
-        "delivered_share": delivered / accepted if accepted else 0.0,
-        "cpu_s_per_10k_spans": cpu / accepted * 10_000 if accepted else float("nan"),
-        "journal_bytes_per_span": journal_bytes / journaled if journaled else 0.0,
-    }
+    """collector_batching's traces run, with a retention nothing expires in."""
+    figures = run_traces(
+        bins,
+        config,
+        rate,
+        seconds,
+        env={"TRACE_JOURNAL_RETENTION": "600s"},
+        after_load=journal_bytes_per_span,
+    )
+    del figures["drain_s"]  # measured by collector_batching.py; not what this compares
+    return figures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rate", type=int, default=300, help="telemetrygen --rate (traces/s)")
+    parser.add_argument("--rate", type=int, default=300, help="telemetrygen --rate")
     parser.add_argument("--seconds", type=int, default=15)
     args = parser.parse_args()
     if not TELEMETRYGEN.exists():
         sys.exit(f"{TELEMETRYGEN} missing: see bench/collector_batching.py's docstring")
     bins = find_binaries(("OTELCOL_BIN", "JAEGER_BIN"))
-    results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        configs = variants(Path(tmp))
-        for repeat in range(args.repeats):
-            for name, config in configs.items():
-                figures = run(bins, config, args.rate, args.seconds)
-                print(f"run {repeat + 1} {name}: {figures}", flush=True)
-                for key, value in figures.items():
-                    results.setdefault(name, {}).setdefault(key, []).append(value)
-    medians = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
-    spans_per_s = statistics.median(results["journal (shipped)"]["spans_accepted"]) / args.seconds
-    print(f"\nmedians of {args.repeats} runs (about {spans_per_s:.0f} spans/s, {args.seconds} s):")
-    keys = list(next(iter(medians.values())))
-    print(f"{'':20}" + "".join(f"{k:>24}" for k in keys))
-    for name, row in medians.items():
-        print(f"{name:20}" + "".join(f"{row[k]:>24.3f}" for k in keys))
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(
-        json.dumps({"args": vars(args), "runs": results, "medians": medians}, indent=2) + "\n"
-    )
-    print(f"wrote {OUT}")
+        results = run_interleaved(
+            variants(Path(tmp)),
+            lambda config: run(bins, config, args.rate, args.seconds),
+            args.repeats,
+        )
+    report(results, args, "journal (shipped)", OUT)
     return 0
 
 

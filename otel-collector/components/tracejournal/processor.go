@@ -209,27 +209,28 @@ func newJournalMetrics(set component.TelemetrySettings, id component.ID, j *jour
 	var m journalMetrics
 	m.id = attribute.String("processor", id.String())
 	m.attrs = metric.WithAttributes(m.id)
-	var errs [6]error
-	m.journaled, errs[0] = meter.Int64Counter("otelcol_processor_trace_journal_journaled_spans",
-		metric.WithDescription("Spans written to the trace journal (including replayed ones journaled again)."),
-		metric.WithUnit("{spans}"))
-	m.replayed, errs[1] = meter.Int64Counter("otelcol_processor_trace_journal_replayed_spans",
-		metric.WithDescription("Spans a previous process left in the journal, replayed at start."),
-		metric.WithUnit("{spans}"))
-	m.replayedTraces, errs[2] = meter.Int64Counter("otelcol_processor_trace_journal_replayed_traces",
-		metric.WithDescription("Distinct trace ids among the replayed spans."),
-		metric.WithUnit("{traces}"))
-	m.deleted, errs[3] = meter.Int64Counter("otelcol_processor_trace_journal_deleted_segments",
-		metric.WithDescription("Segment files deleted after the retention."),
-		metric.WithUnit("{segments}"))
-	m.failed, errs[4] = meter.Int64Counter("otelcol_processor_trace_journal_failed_spans",
-		metric.WithDescription("Spans refused because the journal could not take them (reason: write, full)."),
-		metric.WithUnit("{spans}"))
-	var size metric.Int64ObservableGauge
-	size, errs[5] = meter.Int64ObservableGauge("otelcol_processor_trace_journal_size",
+	var errs []error
+	counter := func(name, unit, description string) metric.Int64Counter {
+		c, err := meter.Int64Counter("otelcol_processor_trace_journal_"+name,
+			metric.WithDescription(description), metric.WithUnit(unit))
+		errs = append(errs, err)
+		return c
+	}
+	m.journaled = counter("journaled_spans", "{spans}",
+		"Spans written to the trace journal (including replayed ones journaled again).")
+	m.replayed = counter("replayed_spans", "{spans}",
+		"Spans a previous process left in the journal, replayed at start.")
+	m.replayedTraces = counter("replayed_traces", "{traces}",
+		"Distinct trace ids among the replayed spans.")
+	m.deleted = counter("deleted_segments", "{segments}",
+		"Segment files deleted after the retention.")
+	m.failed = counter("failed_spans", "{spans}",
+		"Spans refused because the journal could not take them (reason: write, full).")
+	size, err := meter.Int64ObservableGauge("otelcol_processor_trace_journal_size",
 		metric.WithDescription("Bytes in the journal's segment files written by this process."),
 		metric.WithUnit("By"))
-	if err := errors.Join(errs[:]...); err != nil {
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {

@@ -42,6 +42,27 @@ func newInstance(t *testing.T, cfg *Config) *instance {
 	return &instance{tel: tel, sink: sink, proc: proc, impl: impl}
 }
 
+// started is a started instance, shut down when the test ends.
+func started(t *testing.T, cfg *Config) *instance {
+	t.Helper()
+	inst := newInstance(t, cfg)
+	require.NoError(t, inst.proc.Start(context.Background(), componenttest.NewNopHost()))
+	t.Cleanup(func() { _ = inst.proc.Shutdown(context.Background()) })
+	return inst
+}
+
+// journaled is a started process that took “batches“; the caller shuts it down, or drops
+// it without Shutdown as a SIGKILL would.
+func journaled(t *testing.T, cfg *Config, batches ...ptrace.Traces) *instance {
+	t.Helper()
+	inst := newInstance(t, cfg)
+	require.NoError(t, inst.proc.Start(context.Background(), componenttest.NewNopHost()))
+	for _, td := range batches {
+		require.NoError(t, inst.proc.ConsumeTraces(context.Background(), td))
+	}
+	return inst
+}
+
 func testConfig(t *testing.T) *Config {
 	cfg := createDefaultConfig()
 	cfg.Directory = t.TempDir()
@@ -130,9 +151,7 @@ func TestKilledProcessJournalIsReplayedWhole(t *testing.T) {
 	assert.GreaterOrEqual(t, len(before), 4)
 	// Killed: no Shutdown, the open segment never closed.
 
-	second := newInstance(t, cfg)
-	require.NoError(t, second.proc.Start(ctx, componenttest.NewNopHost()))
-	t.Cleanup(func() { _ = second.proc.Shutdown(ctx) })
+	second := started(t, cfg)
 
 	assert.Equal(t, spanIDs(sent), spanIDs(second.sink.AllTraces()), "replay passes on every span once")
 	assert.EqualValues(t, 240, counter(t, second.tel, "otelcol_processor_trace_journal_replayed_spans"))
@@ -146,19 +165,13 @@ func TestKilledProcessJournalIsReplayedWhole(t *testing.T) {
 	assert.EqualValues(t, 240, counter(t, second.tel, "otelcol_processor_trace_journal_journaled_spans"))
 
 	// And a third process after a second kill replays them again.
-	third := newInstance(t, cfg)
-	require.NoError(t, third.proc.Start(ctx, componenttest.NewNopHost()))
-	t.Cleanup(func() { _ = third.proc.Shutdown(ctx) })
+	third := started(t, cfg)
 	assert.Equal(t, spanIDs(sent), spanIDs(third.sink.AllTraces()))
 }
 
 func TestTornTailIsSkippedAndEarlierRecordsReplayed(t *testing.T) {
 	cfg := testConfig(t)
-	ctx := context.Background()
-	first := newInstance(t, cfg)
-	require.NoError(t, first.proc.Start(ctx, componenttest.NewNopHost()))
-	require.NoError(t, first.proc.ConsumeTraces(ctx, batch(1, 2, 2)))
-	require.NoError(t, first.proc.ConsumeTraces(ctx, batch(2, 2, 2)))
+	journaled(t, cfg, batch(1, 2, 2), batch(2, 2, 2)) // then killed
 	files := segments(t, cfg)
 	require.Len(t, files, 1)
 	// Cut the last record in half, as a crash between two page writes would.
@@ -166,9 +179,7 @@ func TestTornTailIsSkippedAndEarlierRecordsReplayed(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.Truncate(files[0], info.Size()-10))
 
-	second := newInstance(t, cfg)
-	require.NoError(t, second.proc.Start(ctx, componenttest.NewNopHost()))
-	t.Cleanup(func() { _ = second.proc.Shutdown(ctx) })
+	second := started(t, cfg)
 	assert.Equal(t, spanIDs([]ptrace.Traces{batch(1, 2, 2)}), spanIDs(second.sink.AllTraces()))
 }
 
@@ -211,10 +222,8 @@ func TestRetentionDeletesOldSegmentsOnly(t *testing.T) {
 func TestWriteFailureRefusesTheBatch(t *testing.T) {
 	cfg := testConfig(t)
 	ctx := context.Background()
-	inst := newInstance(t, cfg)
+	inst := started(t, cfg)
 	p, proc := inst.impl, inst.proc
-	require.NoError(t, proc.Start(ctx, componenttest.NewNopHost()))
-	t.Cleanup(func() { _ = proc.Shutdown(ctx) })
 
 	require.NoError(t, proc.ConsumeTraces(ctx, batch(1, 1, 2)))
 	// The disk fails under the journal: its file descriptor is gone.
@@ -238,9 +247,7 @@ func TestFullJournalRefusesBeyondMaxBytes(t *testing.T) {
 	require.NoError(t, err)
 	cfg.MaxBytes = int64(2 * (recordHeader + len(one)))
 	ctx := context.Background()
-	inst := newInstance(t, cfg)
-	require.NoError(t, inst.proc.Start(ctx, componenttest.NewNopHost()))
-	t.Cleanup(func() { _ = inst.proc.Shutdown(ctx) })
+	inst := started(t, cfg)
 
 	require.NoError(t, inst.proc.ConsumeTraces(ctx, batch(1, 1, 4)))
 	require.NoError(t, inst.proc.ConsumeTraces(ctx, batch(2, 1, 4)))
@@ -255,14 +262,10 @@ func TestGracefulShutdownKeepsTheJournal(t *testing.T) {
 	// tail_sampling does not decide pending traces on Shutdown: a restart replays them too.
 	cfg := testConfig(t)
 	ctx := context.Background()
-	first := newInstance(t, cfg)
-	require.NoError(t, first.proc.Start(ctx, componenttest.NewNopHost()))
-	require.NoError(t, first.proc.ConsumeTraces(ctx, batch(1, 2, 3)))
+	first := journaled(t, cfg, batch(1, 2, 3))
 	require.NoError(t, first.proc.Shutdown(ctx))
 
-	second := newInstance(t, cfg)
-	require.NoError(t, second.proc.Start(ctx, componenttest.NewNopHost()))
-	t.Cleanup(func() { _ = second.proc.Shutdown(ctx) })
+	second := started(t, cfg)
 	assert.Equal(t, 6, second.sink.SpanCount())
 }
 
