@@ -265,15 +265,27 @@ def log_sink() -> Iterator[int]:
         server.shutdown()
 
 
-def run_traces(bins: dict[str, str], config: Path, rate: int, seconds: int) -> dict[str, float]:
+def run_traces(
+    bins: dict[str, str],
+    config: Path,
+    rate: int,
+    seconds: int,
+    env: dict[str, str] | None = None,
+    after_load: Callable[[Stack], dict[str, float]] | None = None,
+) -> dict[str, float]:
+    """One traces run; ``env`` is added to the collector's environment, ``after_load`` reads
+    more figures from the stack the moment the load ends (bench/trace_journal.py)."""
+    extra: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, log_sink() as sink:
         stack = Stack(bins, config, Path(tmp), sink)
+        stack.collector_env |= env or {}
         try:
             stack.start("jaeger")
             stack.start("otelcol")
             cpu0 = stack.collector_cpu_s()
             telemetrygen("traces", stack.grpc, rate, seconds)
             accepted = stack.collector_metric("otelcol_receiver_accepted_spans")
+            extra = after_load(stack) if after_load else {}
             delivered, drain_s = wait_stable(stack.jaeger_accepted_spans, accepted)
             cpu = stack.collector_cpu_s() - cpu0
         finally:
@@ -283,6 +295,7 @@ def run_traces(bins: dict[str, str], config: Path, rate: int, seconds: int) -> d
         "delivered_share": delivered / accepted if accepted else 0.0,
         "cpu_s_per_10k_spans": cpu / accepted * 10_000 if accepted else float("nan"),
         "drain_s": drain_s,
+        **extra,
     }
 
 
@@ -302,6 +315,40 @@ def run_crash(bins: dict[str, str], config: Path, rate: int, seconds: int) -> di
     return {"logs_accepted": accepted, "received_share": received / accepted if accepted else 0}
 
 
+def run_interleaved(
+    configs: dict[str, Path], measure: Callable[[Path], dict[str, float]], repeats: int
+) -> dict[str, dict[str, list[float]]]:
+    """``measure(config)`` for every variant, ``repeats`` rounds, variants interleaved (1, 2,
+    3, 1, 2, 3, ...): figures per variant and key, one per run."""
+    results: dict[str, dict[str, list[float]]] = {}
+    for repeat in range(repeats):
+        for name, config in configs.items():
+            figures = measure(config)
+            print(f"run {repeat + 1} {name}: {figures}", flush=True)
+            for key, value in figures.items():
+                results.setdefault(name, {}).setdefault(key, []).append(value)
+    return results
+
+
+def report(
+    results: dict[str, dict[str, list[float]]], args: argparse.Namespace, reference: str, out: Path
+) -> None:
+    """Prints the medians per variant (and the ``reference`` variant's spans/s) and writes
+    runs and medians to ``out``."""
+    medians = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
+    spans_per_s = statistics.median(results[reference]["spans_accepted"]) / args.seconds
+    print(f"\nmedians of {args.repeats} runs (about {spans_per_s:.0f} spans/s, {args.seconds} s):")
+    keys = list(next(iter(medians.values())))
+    print(f"{'':22}" + "".join(f"{k:>24}" for k in keys))
+    for name, row in medians.items():
+        print(f"{name:22}" + "".join(f"{row[k]:>24.3f}" for k in keys))
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps({"args": vars(args), "runs": results, "medians": medians}, indent=2) + "\n"
+    )
+    print(f"wrote {out}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -311,28 +358,14 @@ def main() -> int:
     if not TELEMETRYGEN.exists():
         sys.exit(f"{TELEMETRYGEN} missing: see this script's docstring")
     bins = find_binaries(("OTELCOL_BIN", "JAEGER_BIN"))
-    results: dict[str, dict[str, list[float]]] = {}
+
+    def measure(config: Path) -> dict[str, float]:
+        figures = run_traces(bins, config, args.rate, args.seconds)
+        return figures | run_crash(bins, config, args.rate * 4, args.seconds // 2)
+
     with tempfile.TemporaryDirectory() as tmp:
-        configs = variants(Path(tmp))
-        for repeat in range(args.repeats):
-            for name, config in configs.items():
-                figures = run_traces(bins, config, args.rate, args.seconds)
-                figures |= run_crash(bins, config, args.rate * 4, args.seconds // 2)
-                print(f"run {repeat + 1} {name}: {figures}", flush=True)
-                for key, value in figures.items():
-                    results.setdefault(name, {}).setdefault(key, []).append(value)
-    medians = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
-    spans_per_s = statistics.median(results["shipped"]["spans_accepted"]) / args.seconds
-    print(f"\nmedians of {args.repeats} runs (about {spans_per_s:.0f} spans/s, {args.seconds} s):")
-    keys = list(next(iter(medians.values())))
-    print(f"{'':22}" + "".join(f"{k:>22}" for k in keys))
-    for name, row in medians.items():
-        print(f"{name:22}" + "".join(f"{row[k]:>22.3f}" for k in keys))
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(
-        json.dumps({"args": vars(args), "runs": results, "medians": medians}, indent=2) + "\n"
-    )
-    print(f"wrote {OUT}")
+        results = run_interleaved(variants(Path(tmp)), measure, args.repeats)
+    report(results, args, "shipped", OUT)
     return 0
 
 

@@ -7,8 +7,9 @@
 #
 # The binary lands in
 #   ${MODELOBS_CACHE:-$HOME/.cache/modelobs}/bin/otelcol-<key>/modelobs-otelcol
-# where <key> = first 16 hex chars of sha256(manifest.yaml + `go version`).
-# A cached binary is reused as long as the key is unchanged.
+# where <key> = first 16 hex chars of sha256(manifest.yaml + every file under components/
+# (path and content) + `go version`). A cached binary is reused as long as the key is
+# unchanged: editing our own components' sources (e.g. the trace journal) changes the key.
 # Progress goes to stderr; the LAST line on stdout is the binary path.
 set -euo pipefail
 
@@ -25,7 +26,15 @@ cache="$modelobs_cache"
 require_build_tools
 [[ -f "$manifest" ]] || die "manifest not found: $manifest"
 
-key="$( { cat "$manifest"; printf '%s\n' "$go_version"; } | cache_key)"
+components="${here}/components"
+[[ -d "$components" ]] || die "components directory not found: $components"
+
+# Every file of our own components, by path and content, in a stable order.
+components_digest() {
+  ( cd "$components" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum )
+}
+
+key="$( { cat "$manifest"; components_digest; printf '%s\n' "$go_version"; } | cache_key)"
 out_dir="${cache}/bin/otelcol-${key}"
 out="${out_dir}/${BIN_NAME}"
 
@@ -58,6 +67,8 @@ work="${cache}/build/otelcol-${key}"
 rm -rf "$work"
 mkdir -p "$work"
 cp "$manifest" "$work/manifest.yaml"
+# The manifest's `path:` entries are relative to the directory ocb runs in.
+cp -R "$components" "$work/components"
 start=$(date +%s)
 log "generating sources with ocb in ${work} (downloads modules on first run)"
 ( cd "$work" && "$ocb" --config manifest.yaml --skip-compilation >&2 ) \

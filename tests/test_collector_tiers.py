@@ -4,6 +4,7 @@ rejects a broken resolver, and the gateway samples and counts exactly as config.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,37 @@ def test_gateway_does_span_metrics_before_tail_sampling() -> None:
     assert pipelines["traces/sampled"]["receivers"] == ["forward"]
     assert "tail_sampling" in pipelines["traces/sampled"]["processors"]
     assert "span_metrics" in pipelines["metrics"]["receivers"]
+
+
+def env_default(value: str) -> str:
+    """The default of a ``${env:NAME:-default}`` setting (the value itself when plain)."""
+    match = re.fullmatch(r"\$\{env:\w+:-([^}]*)\}", str(value))
+    return match.group(1) if match else str(value)
+
+
+def seconds(duration: str) -> float:
+    """A Go duration of one unit (``10s``, ``500ms``, ``1m``) in seconds."""
+    number, unit = re.fullmatch(r"([\d.]+)(ms|s|m)", duration).groups()  # type: ignore[union-attr]
+    return float(number) * {"ms": 0.001, "s": 1, "m": 60}[unit]
+
+
+def test_gateway_journals_every_batch_before_tail_sampling() -> None:
+    doc = load(GATEWAY)
+    processors = doc["service"]["pipelines"]["traces/sampled"]["processors"]
+    assert processors[:3] == ["memory_limiter", "trace_journal", "tail_sampling"]
+    # On the volume the persistent queues use (it outlives the process).
+    assert doc["processors"]["trace_journal"]["directory"].startswith(
+        "${env:COLLECTOR_STORAGE_DIR:-/var/lib/otelcol/storage}/"
+    )
+
+
+def test_gateway_journal_outlives_the_decision_window() -> None:
+    """A journal entry goes only after its trace reached the exporter's persistent queue:
+    decision_wait, the batch processor's timeout behind tail sampling, and 2 s for the
+    decision tick (1 s) and margin."""
+    processors = load(GATEWAY)["processors"]
+    retention = seconds(env_default(processors["trace_journal"]["retention"]))
+    decision_wait = seconds(env_default(processors["tail_sampling"]["decision_wait"]))
+    batch_timeout = seconds(processors["batch"]["timeout"])
+    assert retention >= decision_wait + batch_timeout + 2
+    assert seconds(processors["trace_journal"]["segment_duration"]) <= retention / 4

@@ -286,3 +286,68 @@ def test_terminating_gateways_drain_their_decision_window(value_set: str) -> Non
     assert decision_wait.endswith("s") and not decision_wait.endswith("ms"), decision_wait
     assert drain >= 5 + int(decision_wait.removesuffix("s")) + 1
     assert pod["terminationGracePeriodSeconds"] > drain
+
+
+def chart_values(value_set: str) -> dict[str, Any]:
+    """The chart's values.yaml with the value set's file laid over it (one level deep)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    path = VALUE_SETS[value_set]
+    for key, value in (yaml.safe_load(path.read_text()) if path else {}).items():
+        values[key] = {**values[key], **value} if isinstance(value, dict) else value
+    return values
+
+
+def milliseconds(duration: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m)", duration).groups()  # type: ignore[union-attr]
+    return int(number) * {"ms": 1, "s": 1000, "m": 60000}[unit]
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_gateways_run_our_distribution_with_the_journal_on_a_volume(value_set: str) -> None:
+    """The gateways need trace_journal (gateway.yaml), which only our image has; its
+    directory is a volume big enough for max_bytes, and it outlives the decision window."""
+    values = chart_values(value_set)
+    gateway = named(rendered(value_set), "Deployment", "-gateway-collector")
+    pod = gateway["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    image = values["gatewayCollector"]["image"]
+    assert container["image"] == f"{image['repository']}:{image['tag']}"
+    agent = containers(of_kind(rendered(value_set), "DaemonSet")[0])[0]
+    assert agent["image"] != container["image"]
+
+    env = container_env(container)
+    directory = load_gateway_config()["processors"]["trace_journal"]["directory"]
+    journal_dir = directory.replace(
+        "${env:COLLECTOR_STORAGE_DIR:-/var/lib/otelcol/storage}", env["COLLECTOR_STORAGE_DIR"]
+    )
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == journal_dir]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert mebibytes(volume["emptyDir"]["sizeLimit"]) * 2**20 > int(env["TRACE_JOURNAL_MAX_BYTES"])
+    assert (
+        int(env["TRACE_JOURNAL_MAX_BYTES"])
+        == values["gatewayCollector"]["traceJournal"]["maxMiB"] * 2**20
+    )
+    retention = milliseconds(env["TRACE_JOURNAL_RETENTION"])
+    assert retention >= milliseconds(env["TAIL_SAMPLING_DECISION_WAIT"]) + 2500
+    assert env["TRACE_JOURNAL_RETENTION"] == values["gatewayCollector"]["traceJournal"]["retention"]
+
+
+def load_gateway_config() -> dict[str, Any]:
+    return yaml.safe_load((CHART / "files" / "gateway.yaml").read_text())
+
+
+def test_a_journal_shorter_than_the_decision_window_is_refused() -> None:
+    result = run(
+        [
+            helm(),
+            "template",
+            RELEASE,
+            str(CHART),
+            "--set",
+            "gatewayCollector.tailSampling.decisionWait=30s",
+            "--set",
+            "gatewayCollector.traceJournal.retention=30s",
+        ]
+    )
+    assert result.returncode != 0
+    assert "gatewayCollector.traceJournal.retention (30s)" in result.stderr, result.stderr

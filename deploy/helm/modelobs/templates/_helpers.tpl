@@ -34,6 +34,19 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- printf "%s:%s" .Values.collectorImage.repository .Values.collectorImage.tag -}}
 {{- end -}}
 
+{{- define "modelobs.gatewayCollectorImage" -}}
+{{- printf "%s:%s" .Values.gatewayCollector.image.repository .Values.gatewayCollector.image.tag -}}
+{{- end -}}
+
+{{/* A Go duration of one unit (500ms, 10s, 1m) in milliseconds. */}}
+{{- define "modelobs.durationMs" -}}
+{{- $d := toString . -}}
+{{- if hasSuffix "ms" $d -}}{{ trimSuffix "ms" $d | int }}
+{{- else if hasSuffix "m" $d -}}{{ mul (trimSuffix "m" $d | int) 60000 }}
+{{- else -}}{{ mul (trimSuffix "s" $d | int) 1000 }}
+{{- end -}}
+{{- end -}}
+
 {{/* The services' OTLP destination: the agent on their own node. */}}
 {{- define "modelobs.agentEndpoint" -}}
 {{- printf "http://%s:4317" (include "modelobs.name" (dict "root" . "component" "agent-collector")) -}}
