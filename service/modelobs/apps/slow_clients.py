@@ -32,6 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry
 from .errors import Reason, Rejection, error_body
+from .nodelay import set_nodelay
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -83,6 +84,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        set_nodelay(transport)  # also the server's protocol: see nodelay.py
         self._arm_head_timer()
 
     def data_received(self, data: bytes) -> None:
