@@ -120,3 +120,16 @@ def test_readiness_probe_leaves_no_trace(model_dir, tmp_path) -> None:
     assert sorted(s.name for s in spans) == ["POST", "POST /v1/predict"]
     model_cap.telemetry.shutdown()
     gw_cap.telemetry.shutdown()
+
+
+def test_idle_upstream_connections_close_before_the_replica_closes_them(
+    model_dir, tmp_path
+) -> None:
+    """The gateway drops an idle connection to a replica a second before the replica's
+    keep-alive timeout would, so it never sends a prediction on a connection being closed."""
+    for keepalive_s in (5, 2, 1):
+        settings = make_settings(model_dir, tmp_path, keepalive_timeout_s=keepalive_s)
+        upstream = gateway.Upstream(settings, captured("gateway").telemetry)
+        for client in upstream.clients.values():
+            pool = client._transport.inner._pool  # FaultyHopTransport → httpx → httpcore
+            assert 0 < pool._keepalive_expiry < keepalive_s, (keepalive_s, pool._keepalive_expiry)

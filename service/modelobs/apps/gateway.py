@@ -59,6 +59,16 @@ FORWARDED_HEADERS = ("content-type", "accept")
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
+def upstream_keepalive_expiry_s(settings: Settings) -> float:
+    """How long the gateway keeps an idle connection to a model replica: a second less than
+    the replica's keep-alive timeout (``MODELOBS_KEEPALIVE_TIMEOUT_S``, the same setting on
+    both sides by default). With httpx's default 5 s against uvicorn's 5 s, the two closed
+    idle connections together, and a prediction sent just as the replica closed one was
+    reset (a load test at 532 requests/s met one in 10,640); the gateway cannot resend a
+    POST that may have arrived."""
+    return max(0.5, settings.keepalive_timeout_s - 1.0)
+
+
 class Upstream:
     """The model-service replicas, each reached through one pooled, instrumented client."""
 
@@ -85,7 +95,11 @@ class Upstream:
         url: str, settings: Settings, telemetry: Telemetry, transport: Any, flags: FaultFlags
     ) -> httpx.AsyncClient:
         inner = transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+            limits=httpx.Limits(
+                max_connections=200,
+                max_keepalive_connections=50,
+                keepalive_expiry=upstream_keepalive_expiry_s(settings),
+            )
         )
         client = httpx.AsyncClient(
             base_url=url,
