@@ -28,6 +28,7 @@ from deploy.native.net import free_ports
 from modelobs.loadgen.scenarios import Scenario
 from modelobs.model.data import EXAMPLE_RECORD
 
+from ..waiting import poll_until
 from .conftest import FaultStack
 from .load import load_phase, scrape, total
 
@@ -82,6 +83,15 @@ def _dropped(url: str) -> float:
     return total(scrape(f"{url}/metrics"), DROPPED, reason="write_error")
 
 
+def _dropped_reaching(url: str, at_least: float, timeout_s: float = 10) -> float:
+    """The dropped counter once it reaches ``at_least``, or its value at the deadline: the
+    writer flushes every 0.1 s, so the last answers' rows are still in its buffer when a load
+    phase ends (seen: 99 of 100 counted at the first scrape)."""
+    seen = [_dropped(url)]
+    poll_until(lambda: seen.append(_dropped(url)) or seen[-1] >= at_least, timeout_s, 0.1)
+    return seen[-1]
+
+
 def _served(url: str, name: str, seconds: float = 5):
     phase = load_phase(name, url, seconds, scenario=Scenario(path="/predict"))
     print(phase.line())
@@ -123,7 +133,7 @@ def test_read_only_prediction_log_keeps_serving_and_resumes(fault_stack: FaultSt
         with model_service_on(stack, db) as url:
             print()
             read_only = _served(url, "read-only")
-            dropped = _dropped(url)
+            dropped = _dropped_reaching(url, read_only.sent)
             logged = _failure_logged(stack)
             _mount(disk, "-o", "remount,rw")
             resumed_s = _resumed(url, db)
