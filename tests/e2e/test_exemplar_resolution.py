@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from ..waiting import poll_until, wait_until
 from .conftest import DECISION_WAIT_S, E2EStack, jaeger_trace, send
 
 pytestmark = pytest.mark.e2e
@@ -78,14 +79,13 @@ def resolve(e2e: E2EStack, family: Family) -> tuple[set[str], set[str]]:
     and exported: until RESOLVE_GRACE_S after the family's newest exemplar."""
     newest = max(ts for _, ts in family.exemplars.values())
     pending, resolved = set(family.exemplars), set()
-    while True:
-        for trace_id in sorted(pending):
-            if jaeger_trace(e2e, trace_id):
-                resolved.add(trace_id)
-        pending -= resolved
-        if not pending or time.time() > newest + RESOLVE_GRACE_S:
-            return resolved, pending
-        time.sleep(1)
+
+    def all_resolved() -> bool:
+        resolved.update(t for t in sorted(pending - resolved) if jaeger_trace(e2e, t))
+        return not pending - resolved
+
+    poll_until(all_resolved, max(0.0, newest + RESOLVE_GRACE_S - time.time()), poll_s=1)
+    return resolved, pending - resolved
 
 
 def test_exemplars_resolve_in_jaeger(e2e: E2EStack, traffic: dict) -> None:
@@ -97,14 +97,22 @@ def test_exemplars_resolve_in_jaeger(e2e: E2EStack, traffic: dict) -> None:
     for thread in drivers:
         thread.start()
     try:
-        deadline = time.monotonic() + DRIVE_DEADLINE_S
-        families = query_exemplars(e2e)
-        while any(len(f.exemplars) < MIN_EXEMPLARS for f in families.values()):
-            assert time.monotonic() < deadline, "too few exemplars after driving traffic: " + (
-                ", ".join(f"{f.name} {len(f.exemplars)}" for f in families.values())
-            )
-            time.sleep(2)
-            families = query_exemplars(e2e)
+        latest = [query_exemplars(e2e)]
+
+        def enough() -> bool:
+            latest[0] = query_exemplars(e2e)
+            return all(len(f.exemplars) >= MIN_EXEMPLARS for f in latest[0].values())
+
+        wait_until(
+            enough,
+            lambda: (
+                "too few exemplars after driving traffic: "
+                + ", ".join(f"{f.name} {len(f.exemplars)}" for f in latest[0].values())
+            ),
+            DRIVE_DEADLINE_S,
+            poll_s=2,
+        )
+        families = latest[0]
     finally:
         stop.set()
         for thread in drivers:

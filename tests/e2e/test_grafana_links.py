@@ -45,6 +45,7 @@ import yaml
 
 from tests.grafana_provisioning import provisioned_datasources, unescape
 
+from ..waiting import poll_until
 from .conftest import E2EStack, send, wait_for_series, wait_for_trace
 from .test_metrics_logs import _log_records
 
@@ -256,13 +257,16 @@ def _metadata(record: dict[str, Any]) -> dict[str, str]:
 
 
 def _wait_for_spans(e2e: E2EStack, trace_id: str, services: set[str]) -> list[Span]:
-    deadline = time.monotonic() + DATA_DEADLINE_S
-    while True:
-        spans = _grafana_trace(e2e, trace_id)
-        if {s.service_name for s in spans} >= services or time.monotonic() > deadline:
-            assert {s.service_name for s in spans} >= services, [s.name for s in spans]
-            return spans
-        time.sleep(0.5)
+    found: list[list[Span]] = [[]]
+
+    def complete() -> bool:
+        found[0] = _grafana_trace(e2e, trace_id)
+        return {s.service_name for s in found[0]} >= services
+
+    poll_until(complete, DATA_DEADLINE_S, poll_s=0.5)
+    spans = found[0]
+    assert {s.service_name for s in spans} >= services, [s.name for s in spans]
+    return spans
 
 
 def _warm_up(e2e: E2EStack, url: str, status: int, services: set[str], min_spans: int) -> None:
@@ -330,13 +334,14 @@ def test_trace_links_run_and_find_data(
 
     # ... and together they reach every log line of the trace the collector exported (what
     # Loki would store): each span's selector picks its service instance's stream.
-    deadline = time.monotonic() + DATA_DEADLINE_S
-    while True:
-        records = _log_records(e2e)
-        of_trace = [(res, rec) for res, rec in records if rec.get("traceId") == sent.trace_id]
-        if of_trace or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    seen: list[Any] = [[]]
+
+    def of_sent_trace() -> list[Any]:
+        seen[0] = _log_records(e2e)
+        return [(res, rec) for res, rec in seen[0] if rec.get("traceId") == sent.trace_id]
+
+    of_trace = poll_until(of_sent_trace, DATA_DEADLINE_S, poll_s=0.5)
+    records = seen[0]
     assert of_trace, f"no log record of trace {sent.trace_id} reached the collector"
     reached: set[int] = set()
     for span in spans:
@@ -367,11 +372,11 @@ def test_trace_links_run_and_find_data(
         )
         for q in metrics_cfg["queries"]:
             promql = _interpolate(unescape(q["query"]), scoped)
-            deadline = time.monotonic() + DATA_DEADLINE_S
-            while not (points := _finite_points(e2e, promql, start, min(end, time.time()))):
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(2)
+            points = poll_until(
+                lambda q=promql, a=start, b=end: _finite_points(e2e, q, a, min(b, time.time())),
+                DATA_DEADLINE_S,
+                poll_s=2,
+            )
             assert points, (
                 f"{span.service_name}/{span.name}, {q['name']}: no data in "
                 f"[{start:.0f}, {end:.0f}] for\n{promql}"

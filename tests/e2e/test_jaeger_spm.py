@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from ..waiting import poll_until
 from .conftest import E2EStack
 
 pytestmark = pytest.mark.e2e
@@ -38,24 +39,26 @@ def monitor(e2e: E2EStack, what: str, **params: str) -> list[float]:
         "ratePer": "60000",
         **params,
     }
-    deadline = time.monotonic() + 60
-    while True:
+    fetched: list[dict] = [{}]
+
+    def values_now() -> list[float]:
         query["endTs"] = str(int(time.time() * 1000))
         response = httpx.get(f"{e2e.jaeger_url}/api/metrics/{what}", params=query, timeout=10)
         assert response.status_code == 200, f"{what}: HTTP {response.status_code} {response.text}"
-        family = response.json()
-        values = points(family)
-        if values or time.monotonic() > deadline:
-            assert values, f"{what}: no data points after 60 s: {family}\n{e2e.log_tail('jaeger')}"
-            labels = {
-                label["value"]
-                for metric in family["metrics"]
-                for label in metric.get("labels", [])
-                if label.get("name") == "service_name"
-            }
-            assert labels == {SERVICE}, labels
-            return values
-        time.sleep(2)
+        fetched[0] = response.json()
+        return points(fetched[0])
+
+    values = poll_until(values_now, 60, poll_s=2)
+    family = fetched[0]
+    assert values, f"{what}: no data points after 60 s: {family}\n{e2e.log_tail('jaeger')}"
+    labels = {
+        label["value"]
+        for metric in family["metrics"]
+        for label in metric.get("labels", [])
+        if label.get("name") == "service_name"
+    }
+    assert labels == {SERVICE}, labels
+    return values
 
 
 def test_monitor_tab_call_rate(e2e: E2EStack, traffic: dict) -> None:
