@@ -19,6 +19,7 @@ from loguru import logger
 from opentelemetry import trace
 from opentelemetry.instrumentation.log_utils import std_to_otel
 
+from . import log_records
 from .context import active_telemetry
 
 # The exporters' own complaints must not feed back into the exporters.
@@ -102,7 +103,8 @@ def otel_sink(message: Any) -> None:
     name = record["name"] or "modelobs"
     level = record["level"]
     exc = record["exception"]
-    telemetry.logger_provider.get_logger(name).emit(
+    log_records.emit(
+        telemetry.logger_provider.get_logger(name),
         timestamp=int(record["time"].timestamp() * 1e9),
         severity_number=std_to_otel(level.no),
         severity_text=_SEVERITY_TEXT.get(level.name, level.name),
