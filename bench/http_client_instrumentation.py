@@ -37,16 +37,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import server_instrumentation as si  # noqa: E402
-import telemetry_profile as tp  # noqa: E402
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from modelobs.apps import gateway, model_service  # noqa: E402
-from modelobs.settings import Settings  # noqa: E402
-from modelobs.telemetry import build_telemetry, configure_logging  # noqa: E402
-from modelobs.telemetry import http_client as ours_module  # noqa: E402
-from results_file import write_results  # noqa: E402
-from telemetry_overhead import git_commit  # noqa: E402
+import server_instrumentation as si
+import telemetry_profile as tp
+from modelobs.apps import gateway, model_service
+from modelobs.settings import Settings
+from modelobs.telemetry import build_telemetry, configure_logging
+from modelobs.telemetry import http_client as ours_module
+from results_file import write_results
+from telemetry_overhead import git_commit
 
 GATEWAY_SCOPE = dict(si.TEMPLATE, path="/v1/predict", raw_path=b"/v1/predict")
 LIBRARY, OURS, BARE, UNINSTRUMENTED = "library", "ours", "bare", "uninstrumented"
