@@ -194,7 +194,7 @@ def main() -> None:
     for part in ("gateway", "client"):
         for name, value in results[part]["median_us_per_request"].items():
             print(f"{part:8} {name:15} {value:8.1f} µs")
-    print(f"ours − library: {results['ours_minus_library_us']}; written to {out}")
+    print(f"ours - library: {results['ours_minus_library_us']}; written to {out}")
 
 
 if __name__ == "__main__":
