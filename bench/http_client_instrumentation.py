@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -50,6 +52,7 @@ from telemetry_overhead import git_commit
 
 GATEWAY_SCOPE = dict(si.TEMPLATE, path="/v1/predict", raw_path=b"/v1/predict")
 LIBRARY, OURS, BARE, UNINSTRUMENTED = "library", "ours", "bare", "uninstrumented"
+CALL_COUNT_REQUESTS = 200
 
 
 async def gateway_request(app: Any, body: bytes = tp.BODY) -> int:
@@ -86,7 +89,17 @@ async def cpu_us(call: Callable[[], Awaitable[Any]], n: int) -> float:
     return (time.process_time() - start) / n * 1e6
 
 
-async def gateway_rounds(rounds: int, n: int) -> dict[str, list[float]]:
+async def calls_per_request(call: Callable[[], Awaitable[Any]]) -> float:
+    """Python calls one request makes (profiled): deterministic, unlike time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(CALL_COUNT_REQUESTS):
+        await call()
+    profiler.disable()
+    return pstats.Stats(profiler).total_calls / CALL_COUNT_REQUESTS  # type: ignore[attr-defined]
+
+
+async def gateway_rounds(rounds: int, n: int) -> tuple[dict[str, list[float]], dict[str, float]]:
     workdir = Path(tempfile.mkdtemp())
     os.environ["OTEL_SDK_DISABLED"] = "true"
     model_telemetry = build_telemetry("model-service")
@@ -122,16 +135,20 @@ async def gateway_rounds(rounds: int, n: int) -> dict[str, list[float]]:
     configure_logging(stream=open(os.devnull, "w"))  # noqa: SIM115
     for name, app in apps.items():
         assert await gateway_request(app) == 200, name
+    calls = {
+        name: await calls_per_request(lambda app=app: gateway_request(app))
+        for name, app in apps.items()
+    }
     figures: dict[str, list[float]] = {name: [] for name in apps}
     for _ in range(rounds):
         for name, app in apps.items():
             figures[name].append(await cpu_us(lambda app=app: gateway_request(app), n))
     for context in reversed(contexts):
         await context.__aexit__(None, None, None)
-    return figures
+    return figures, calls
 
 
-async def client_rounds(rounds: int, n: int) -> dict[str, list[float]]:
+async def client_rounds(rounds: int, n: int) -> tuple[dict[str, list[float]], dict[str, float]]:
     telemetry = build_telemetry(
         "bench", span_exporter=si.NoExport(), metric_reader=InMemoryMetricReader()
     )
@@ -149,6 +166,12 @@ async def client_rounds(rounds: int, n: int) -> dict[str, list[float]]:
     url, body = "http://127.0.0.1:8000/predict", tp.BODY
     headers = {"content-type": "application/json", "idempotency-key": "k"}
     figures: dict[str, list[float]] = {name: [] for name in clients}
+    calls = {
+        name: await calls_per_request(
+            lambda client=client: client.post(url, content=body, headers=headers)
+        )
+        for name, client in clients.items()
+    }
     for _ in range(rounds):
         for name, client in clients.items():
 
@@ -159,15 +182,20 @@ async def client_rounds(rounds: int, n: int) -> dict[str, list[float]]:
     for client in clients.values():
         await client.aclose()
     telemetry.shutdown()
-    return figures
+    return figures, calls
 
 
 def summary(figures: dict[str, list[float]], base: str) -> dict[str, Any]:
     medians = {name: statistics.median(values) for name, values in figures.items()}
     above = {name: medians[name] - medians[base] for name in medians}
+    # Setups of a round ran back to back: the median of their differences drifts least.
+    paired = statistics.median(
+        o - lib for o, lib in zip(figures[OURS], figures[LIBRARY], strict=True)
+    )
     return {
         "median_us_per_request": {k: round(v, 1) for k, v in medians.items()},
         "above_" + base: {k: round(v, 1) for k, v in above.items()},
+        "ours_minus_library_paired_median_us": round(paired, 1),
         "rounds_us_per_request": {k: [round(v, 1) for v in vs] for k, vs in figures.items()},
     }
 
@@ -177,12 +205,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     rounds, gateway_n, client_n = (4, 150, 1000) if args.quick else (10, 300, 3000)
-    gateway_figures = asyncio.run(gateway_rounds(rounds, gateway_n))
-    client_figures = asyncio.run(client_rounds(rounds, client_n))
+    gateway_figures, gateway_calls = asyncio.run(gateway_rounds(rounds, gateway_n))
+    client_figures, client_calls = asyncio.run(client_rounds(rounds, client_n))
     results = {
         "commit": git_commit(),
-        "gateway": {"requests_per_round": gateway_n, **summary(gateway_figures, BARE)},
-        "client": {"requests_per_round": client_n, **summary(client_figures, UNINSTRUMENTED)},
+        "gateway": {
+            "requests_per_round": gateway_n,
+            "python_calls_per_request": {k: round(v, 1) for k, v in gateway_calls.items()},
+            **summary(gateway_figures, BARE),
+        },
+        "client": {
+            "requests_per_round": client_n,
+            "python_calls_per_request": {k: round(v, 1) for k, v in client_calls.items()},
+            **summary(client_figures, UNINSTRUMENTED),
+        },
     }
     gw = results["gateway"]["median_us_per_request"]
     cl = results["client"]["median_us_per_request"]
@@ -190,6 +226,8 @@ def main() -> None:
         "gateway": round(gw[OURS] - gw[LIBRARY], 1),
         "client": round(cl[OURS] - cl[LIBRARY], 1),
     }
+    for part in ("gateway", "client"):
+        print(f"python calls per request ({part}):", results[part]["python_calls_per_request"])
     out = write_results("http_client_instrumentation", results)
     for part in ("gateway", "client"):
         for name, value in results[part]["median_us_per_request"].items():
