@@ -375,3 +375,33 @@ def test_ours_is_what_the_gateway_installs_by_default(tmp_path: Path) -> None:
     asyncio.run(upstream.aclose())
     asyncio.run(library.aclose())
     cap.telemetry.shutdown()
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_duration_exemplar_names_the_attempts_client_span(
+    implementation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recorded while the client span is current, in both: the exemplar names it."""
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "trace_based")
+    cap = captured("client")
+
+    async def send() -> None:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(lambda _r: httpx.Response(200)))
+        instrument_client(
+            client,
+            implementation,  # type: ignore[arg-type]
+            tracer_provider=cap.telemetry.tracer_provider,
+            meter_provider=cap.telemetry.meter_provider,
+        )
+        async with client:
+            await client.get("http://svc.test:9000/")
+
+    asyncio.run(send())
+    cap.telemetry.tracer_provider.force_flush()
+    (span,) = cap.spans.get_finished_spans()
+    _, points = cap.metric_points()["http.client.request.duration"]
+    exemplars = [e for p in points for e in p.exemplars]
+    assert [(e.trace_id, e.span_id) for e in exemplars] == [
+        (span.context.trace_id, span.context.span_id)
+    ]
+    cap.telemetry.shutdown()

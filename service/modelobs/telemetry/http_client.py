@@ -1,9 +1,17 @@
 """Client spans and ``http.client.request.duration`` for the gateway's httpx clients: what
-``opentelemetry-instrumentation-httpx``'s ``instrument_client`` gives, at a fraction of its cost.
+``opentelemetry-instrumentation-httpx``'s ``instrument_client`` gives, at about half its cost.
 
 Why hand-written (the library is one setting away: ``MODELOBS_HTTP_INSTRUMENTATION=library``):
-cost, measured (``bench/http_client_instrumentation.py``; figures in the module's
-``MEASURED`` note below). Per upstream attempt the library re-parses the URL twice
+cost, measured (``bench/http_client_instrumentation.py``, commit 44e7bca, 2 shared cores,
+24 interleaved rounds, process CPU time). One request through an ``AsyncClient`` on a
+mock transport costs 90 µs uninstrumented, 278 µs with the library, 191 µs with this (median;
+the least rounds 85 / 261 / 177): +101 µs instead of +188, 88 µs less per attempt, and 398
+Python calls more than uninstrumented instead of 966. In the gateway in process (its
+upstream a bare model service over ASGI, every other piece of telemetry the same) a request
+costs 80-125 µs less (medians 1,577 against 1,654 µs, bare 1,243; median of the paired
+per-round differences 126 µs less; 4,330 Python calls against 5,034, bare 3,498). What is left
+is the SDK's: span creation and ending, attribute cleaning, the duration's recording with
+its exemplar, the propagators. Per upstream attempt the library re-parses the URL twice
 (``URL(str(request.url))``), runs ``redact_url`` (two ``urlparse`` calls) on a URL without
 credentials or query, normalises every request and response header into a dict only to
 find that no header is to be captured, copies the request headers to inject the trace
