@@ -51,26 +51,13 @@ from modelobs.telemetry import http_client as ours_module
 from results_file import write_results
 from telemetry_overhead import git_commit
 
-GATEWAY_SCOPE = dict(si.TEMPLATE, path="/v1/predict", raw_path=b"/v1/predict")
 LIBRARY, OURS, BARE, UNINSTRUMENTED = "library", "ours", "bare", "uninstrumented"
 CALL_COUNT_REQUESTS = 200
 
 
-async def gateway_request(app: Any, body: bytes = tp.BODY) -> int:
-    """One POST /v1/predict straight into the gateway's ASGI app; its status."""
-    status = [0]
-    scope = dict(GATEWAY_SCOPE)
-    scope["headers"] = [*si.TEMPLATE["headers"][:3], (b"content-length", str(len(body)).encode())]
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            status[0] = message["status"]
-
-    await app(scope, receive, send)
-    return status[0]
+async def gateway_request(app: Any) -> int:
+    """One POST /v1/predict of a real record straight into the gateway's ASGI app."""
+    return await si.request(app, tp.BODY, "/v1/predict")
 
 
 def forcing(implementation: str) -> Callable[..., None]:

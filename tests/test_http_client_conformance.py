@@ -8,6 +8,7 @@ difference (the instrumentation scope) is asserted."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from modelobs.settings import Settings
 from modelobs.telemetry.http_client import ClientTelemetryTransport, instrument_client
 
 from .servers import captured, free_port
+from .test_http_conformance import span_view
 
 IMPLEMENTATIONS = ("library", "modelobs")
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -64,20 +66,17 @@ class ScriptedModel:
 
 
 def client_view(span: Any, spans_by_id: dict[int, Any]) -> dict[str, Any]:
-    """What the two must agree on: ids only through the parent's name and remoteness."""
+    """What the two must agree on (the server test's view): ids only through the parent's
+    name and remoteness."""
+    view = span_view(span)
     parent = span.parent
     parent_span = spans_by_id.get(parent.span_id) if parent else None
-    return {
-        "name": span.name,
-        "kind": span.kind,
-        "status": (span.status.status_code, span.status.description),
-        "attributes": dict(span.attributes),
-        "events": [
-            (e.name, {k: v for k, v in e.attributes.items() if k != "exception.stacktrace"})
-            for e in span.events
-        ],
-        "parent": (parent_span.name if parent_span else None, parent.is_remote if parent else None),
-    }
+    view["parent"] = (
+        parent_span.name if parent_span else None,
+        parent.is_remote if parent else None,
+    )
+    del view["trace_id"]
+    return view
 
 
 def client_metrics(points: dict[str, tuple[Any, list[Any]]]) -> dict[str, Any]:
@@ -247,6 +246,21 @@ def test_a_refused_connection_for_real_gives_the_same_spans(tmp_path: Path) -> N
     assert views["modelobs"][0]["attributes"]["url.full"] == f"{dead}/predict"
 
 
+def instrumented(
+    answer: Callable[[httpx.Request], httpx.Response], implementation: str, cap: Any
+) -> httpx.AsyncClient:
+    """A client on a mock transport answering with ``answer``, instrumented one way or the
+    other with ``cap``'s providers."""
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    instrument_client(
+        client,
+        implementation,  # type: ignore[arg-type]
+        tracer_provider=cap.telemetry.tracer_provider,
+        meter_provider=cap.telemetry.meter_provider,
+    )
+    return client
+
+
 def direct_calls(
     implementation: str, calls: list[tuple[str, str, dict[str, str]]]
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[Any]]:
@@ -259,14 +273,7 @@ def direct_calls(
         return httpx.Response(200, headers={"x-answer": "yes", "set-cookie": "s=1"})
 
     async def send() -> None:
-        client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
-        instrument_client(
-            client,
-            implementation,  # type: ignore[arg-type]
-            tracer_provider=cap.telemetry.tracer_provider,
-            meter_provider=cap.telemetry.meter_provider,
-        )
-        async with client:
+        async with instrumented(answer, implementation, cap) as client:
             for method, url, headers in calls:
                 await client.request(method, url, headers=headers)
 
@@ -344,9 +351,7 @@ def test_what_the_client_transport_wraps_runs_inside_the_client_span(
         return httpx.Response(204)
 
     async def send() -> None:
-        client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
-        instrument_client(client, implementation, cap.telemetry.tracer_provider)  # type: ignore[arg-type]
-        async with client:
+        async with instrumented(answer, implementation, cap) as client:
             await client.get("http://svc.test/")
 
     asyncio.run(send())
@@ -386,14 +391,7 @@ def test_duration_exemplar_names_the_attempts_client_span(
     cap = captured("client")
 
     async def send() -> None:
-        client = httpx.AsyncClient(transport=httpx.MockTransport(lambda _r: httpx.Response(200)))
-        instrument_client(
-            client,
-            implementation,  # type: ignore[arg-type]
-            tracer_provider=cap.telemetry.tracer_provider,
-            meter_provider=cap.telemetry.meter_provider,
-        )
-        async with client:
+        async with instrumented(lambda _r: httpx.Response(200), implementation, cap) as client:
             await client.get("http://svc.test:9000/")
 
     asyncio.run(send())
