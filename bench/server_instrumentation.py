@@ -119,10 +119,10 @@ TEMPLATE: dict[str, Any] = {
 }
 
 
-async def request(app: FastAPI, body: bytes = BODY) -> int:
-    """One POST /predict straight into the ASGI app; its status."""
+async def request(app: FastAPI, body: bytes = BODY, path: str = "/predict") -> int:
+    """One POST of ``body`` to ``path`` straight into the ASGI app; its status."""
     status = [0]
-    scope = dict(TEMPLATE)
+    scope = dict(TEMPLATE, path=path, raw_path=path.encode())
     if body is not BODY:
         scope["headers"] = [*TEMPLATE["headers"][:3], (b"content-length", str(len(body)).encode())]
 

@@ -131,5 +131,8 @@ def test_idle_upstream_connections_close_before_the_replica_closes_them(
         settings = make_settings(model_dir, tmp_path, keepalive_timeout_s=keepalive_s)
         upstream = gateway.Upstream(settings, captured("gateway").telemetry)
         for client in upstream.clients.values():
-            pool = client._transport.inner._pool  # FaultyHopTransport → httpx → httpcore
+            transport = client._transport  # client telemetry → FaultyHopTransport → httpx
+            while not isinstance(transport, httpx.AsyncHTTPTransport):
+                transport = transport.inner
+            pool = transport._pool  # → httpcore
             assert 0 < pool._keepalive_expiry < keepalive_s, (keepalive_s, pool._keepalive_expiry)

@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
     # Server spans and HTTP metrics: our middleware (telemetry/http_server.py), or the
-    # FastAPI instrumentation itself, configured lean; same telemetry, ours costs less.
+    # FastAPI instrumentation itself, configured lean; the gateway's client spans and
+    # http.client.request.duration: ours (telemetry/http_client.py) or the httpx
+    # instrumentation's instrument_client. Same telemetry, ours costs less.
     http_instrumentation: Literal["modelobs", "library"] = "modelobs"
 
     # Raw feature values in prediction logs: off by default (they may be personal data).

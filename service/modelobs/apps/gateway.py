@@ -31,7 +31,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from loguru import logger
 from opentelemetry import metrics
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 from ..flags.client import FaultFlags
@@ -39,6 +38,7 @@ from ..flags.faults import FaultyHopTransport
 from ..flags.metrics import register_active_gauge
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry
+from ..telemetry.http_client import instrument_client
 from .api_docs import answers, document_contract, json_body
 from .api_models import ApiContract, FeedbackResponse, PredictResponse
 from .errors import error_body, guarded
@@ -108,8 +108,9 @@ class Upstream:
             transport=FaultyHopTransport(inner, flags),
         )
         if telemetry.enabled:
-            HTTPXClientInstrumentor().instrument_client(
+            instrument_client(
                 client,
+                settings.http_instrumentation,
                 tracer_provider=telemetry.tracer_provider,
                 meter_provider=telemetry.meter_provider,
             )

@@ -51,7 +51,8 @@ class InferenceFaults:
 class FaultyHopTransport(httpx.AsyncBaseTransport):
     """The gateway's transport to the model service, slowed or failed by ``model-hop``.
 
-    It runs inside the HTTP client span the httpx instrumentation opens for each attempt,
+    It runs inside the HTTP client span the client instrumentation (ours,
+    telemetry/http_client.py, or the httpx instrumentation's) opens for each attempt,
     so the flag lands on the span of the hop it slowed or failed; a failed attempt raises
     the error a refused connection raises, and the gateway's retries see a real failure.
     """
