@@ -90,6 +90,23 @@ def client_metrics(points: dict[str, tuple[Any, list[Any]]]) -> dict[str, Any]:
     return found
 
 
+def split_failures(found: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """Client metrics without the series of attempts that failed with no answer (an
+    exception's class as ``error.type``: ours records them, the library does not), and
+    those series."""
+    if "http.client.request.duration" not in found:
+        return found, []
+    unit, kind, bounds, series = found["http.client.request.duration"]
+    failed = [s for s in series if not dict(s[0]).get("error.type", "0").isdigit()]
+    answered = [s for s in series if s not in failed]
+    rest = dict(found)
+    if answered:
+        rest["http.client.request.duration"] = (unit, kind, bounds, answered)
+    else:
+        del rest["http.client.request.duration"]
+    return rest, failed
+
+
 def run_gateway(implementation: str, tmp_path: Path, model_url: str = MODEL_URL) -> dict[str, Any]:
     """The gateway app in process, its upstream the scripted model (or, for a URL of a
     closed port, the real transport), the requests in order, then the readiness probe."""
@@ -209,8 +226,9 @@ def test_gateway_client_spans_and_duration_equal_the_library(tmp_path: Path) -> 
         assert "traceparent" not in probe  # suppressed: no span, nothing injected
     assert len(ours["model"].seen) == len(lib["model"].seen) == 14  # 13 attempts, 1 probe
 
-    assert client_metrics(ours["metrics"]) == client_metrics(lib["metrics"])
-    (unit, kind, bounds, series) = client_metrics(ours["metrics"])["http.client.request.duration"]
+    answered, failed = split_failures(client_metrics(ours["metrics"]))
+    assert answered == client_metrics(lib["metrics"])
+    (unit, kind, bounds, series) = answered["http.client.request.duration"]
     assert (unit, kind) == ("s", "Histogram")
     assert bounds == {
         (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -226,9 +244,19 @@ def test_gateway_client_spans_and_duration_equal_the_library(tmp_path: Path) -> 
         extra = [("error.type", error)] if error else []
         return sorted([*base, *extra, ("http.response.status_code", status)])
 
-    # As the library: answered attempts only (a transport failure records no duration),
-    # the unsampled request counted, the suppressed probe not.
+    # As the library for answered attempts: the unsampled request counted, the suppressed
+    # probe not.
     assert series == sorted([(labels(200), 5), (labels(422, "422"), 1), (labels(500, "500"), 1)])
+    # Beyond it: every attempt that failed with no answer, by the exception's class (no
+    # status code or protocol version: nothing was answered).
+    target = [("http.request.method", "POST"), ("server.address", "model.test")]
+
+    def failure(error: str) -> list[tuple[str, Any]]:
+        return sorted([*target, ("error.type", error), ("server.port", 8000)])
+
+    assert failed == sorted(
+        [(failure("ConnectError"), 4), (failure("ReadError"), 1), (failure("ReadTimeout"), 1)]
+    )
 
 
 def test_a_refused_connection_for_real_gives_the_same_spans(tmp_path: Path) -> None:
@@ -240,7 +268,9 @@ def test_a_refused_connection_for_real_gives_the_same_spans(tmp_path: Path) -> N
         assert result["statuses"] == [503]
         (trace,) = traces(result["spans"])
         views[implementation] = trace
-        assert client_metrics(result["metrics"]) == {}
+        answered, failed = split_failures(client_metrics(result["metrics"]))
+        assert answered == {}
+        assert [count for _, count in failed] == ([3] if implementation == "modelobs" else [])
     assert views["modelobs"] == views["library"]
     assert [v["attributes"]["error.type"] for v in views["modelobs"]] == ["ConnectError"] * 3
     assert views["modelobs"][0]["attributes"]["url.full"] == f"{dead}/predict"

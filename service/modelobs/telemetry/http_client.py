@@ -38,7 +38,11 @@ readiness probes) and ``OTEL_PYTHON_HTTPX_EXCLUDED_URLS`` / ``OTEL_PYTHON_EXCLUD
 pass through untraced, ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST`` /
 ``_RESPONSE`` / ``_SANITIZE_FIELDS`` are honoured (through the library's own helpers).
 
-Deliberate differences: the instrumentation scope is ``modelobs`` (as the server
+Deliberate differences: an attempt that fails without an answer (refused, timed out, reset)
+records ``http.client.request.duration`` with ``error.type`` set to the exception's class, as
+the HTTP semantic conventions ask (the library records nothing then, so a failing hop was
+invisible in the client metrics, and the model-hop runbook's error query found nothing); the
+instrumentation scope is ``modelobs`` (as the server
 middleware's), not the library's name and schema URL; the old conventions
 (``http.client.duration`` in ms, ``http.url``, ...) are never emitted, whatever
 ``OTEL_SEMCONV_STABILITY_OPT_IN`` says. Not supported, since the gateway uses neither:
@@ -164,6 +168,10 @@ class ClientTelemetryTransport(httpx.AsyncBaseTransport):
                 response = await self.inner.handle_async_request(request)
             except Exception as exc:
                 self._failed(span, exc)
+                # Unlike the library, a failed attempt is measured too (the conventions'
+                # error.type): a refused or timed-out hop shows in the client metrics.
+                failed = {**metric_attributes, "error.type": type(exc).__qualname__}
+                self.duration.record(max(time.perf_counter() - start, 0), failed)
                 raise
             elapsed = max(time.perf_counter() - start, 0)
             metric_attributes = self._answered(span, response, metric_attributes)
