@@ -15,6 +15,8 @@ import pytest
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -87,11 +89,13 @@ Pair = tuple[TracerProvider, InMemorySpanExporter]
 
 
 def sdk_and_light(
-    sampler: Sampler | None = None, limits: SpanLimits | None = None
+    sampler: Sampler | None = None,
+    limits: SpanLimits | None = None,
+    meter_providers: tuple[MeterProvider, MeterProvider] | tuple[None, None] = (None, None),
 ) -> tuple[Pair, Pair]:
     """Two identically configured SDK providers; the second handed out light."""
     pairs = []
-    for _ in range(2):
+    for meter_provider in meter_providers:
         exporter = InMemorySpanExporter()
         provider = TracerProvider(
             sampler=sampler,
@@ -99,6 +103,7 @@ def sdk_and_light(
             id_generator=SeededIds(),
             span_limits=limits,
             shutdown_on_exit=False,
+            meter_provider=meter_provider,
         )
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         pairs.append((provider, exporter))
@@ -452,3 +457,32 @@ def test_provider_wrapper_delegates_to_the_sdk_provider() -> None:
     assert light._span_limits.max_span_attributes == 128  # other attributes: the SDK's
     light.shutdown()
     assert out._stopped and second._stopped
+
+
+def test_the_sdks_span_counters_count_light_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """otel.sdk.span.started / .live, when the SDK's self-metrics have a meter provider."""
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    readers = (InMemoryMetricReader(), InMemoryMetricReader())
+    meters = (MeterProvider([readers[0]]), MeterProvider([readers[1]]))
+    (sdk, _), (light, _) = sdk_and_light(DEFAULT_ON, meter_providers=meters)
+    open_spans = [starts(sdk), starts(light)]  # ends them all
+    assert open_spans[0] == open_spans[1]
+    live = sdk.get_tracer("t").start_span("still open")
+    light.get_tracer("t").start_span("still open")
+
+    def counted(reader: InMemoryMetricReader) -> dict[tuple[str, frozenset], int]:
+        found = {}
+        data = reader.get_metrics_data()
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    for point in metric.data.data_points:
+                        key = (metric.name, frozenset(point.attributes.items()))
+                        found[key] = point.value
+        return found
+
+    sdk_counts, light_counts = counted(readers[0]), counted(readers[1])
+    assert light_counts == sdk_counts
+    assert sum(v for (name, _), v in light_counts.items() if name == "otel.sdk.span.live") == 1
+    assert sum(v for (name, _), v in light_counts.items() if name == "otel.sdk.span.started") > 40
+    live.end()

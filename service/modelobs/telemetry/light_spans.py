@@ -78,6 +78,14 @@ _FLAGS = {
 class LightSpan(trace_api.Span, ReadableSpan):
     """A recording span; once ended, the ``ReadableSpan`` processors and exporters read."""
 
+    # Until first written (most spans never write some of them), read from the class.
+    _end_time: int | None = None
+    _status = _UNSET_STATUS
+    _events: Any = ()
+    _links: Any = ()
+    _dropped_attributes = 0
+    _end_metrics: Callable[[], None] | None = None
+
     def __init__(
         self,
         tracer: LightTracer,
@@ -100,17 +108,11 @@ class LightSpan(trace_api.Span, ReadableSpan):
         self._instrumentation_info = tracer.instrumentation_info
         self._instrumentation_scope = tracer.instrumentation_scope
         self._start_time: int | None = None
-        self._end_time: int | None = None
-        self._status = _UNSET_STATUS
-        self._events: Any = ()
-        self._links: Any = ()
         self._attributes: dict[str, Any] = {}
-        self._dropped_attributes = 0
         self._tracer = tracer
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         self._lock = threading.Lock()
-        self._end_metrics: Callable[[], None] | None = None
         if attributes:
             self._set_items(attributes)
         if links:
@@ -471,8 +473,21 @@ class LightTracer(trace_api.Tracer):
         self.max_link_attributes = limits.max_link_attributes
         self.max_events = limits.max_events
         self.max_links = limits.max_links
+        # The SDK's span counters (otel.sdk.span.started / .live), when its self-metrics
+        # are on. Its provider gets no meter provider here, so they go to the global one;
+        # while that is unset, its proxy instruments drop every recording, and so do we,
+        # without building their attributes (1.7 µs a span, bench/light_spans.py).
         metrics = sdk_tracer._tracer_metrics
         self._tracer_metrics = None if isinstance(metrics, NoOpTracerMetrics) else metrics
+        started = getattr(metrics, "_started_spans", None)
+        self._metrics_proxy = started if hasattr(started, "_real_instrument") else None
+
+    def _span_metrics(self, parent: SpanContext | None, decision: Decision) -> Any:
+        """The SDK tracer's start-of-span recording and its end-of-span callback, or None."""
+        metrics, proxy = self._tracer_metrics, self._metrics_proxy
+        if metrics is None or (proxy is not None and proxy._real_instrument is None):
+            return None
+        return metrics.start_span(parent, decision)
 
     def bounded_links(self, links: Sequence[trace_api.Link]) -> BoundedList:
         """A new span's links, as the SDK keeps them (valid ones, attributes bounded)."""
@@ -533,9 +548,7 @@ class LightTracer(trace_api.Tracer):
             trace_flags=_FLAGS[(sampled, bool(random_id))],
             trace_state=trace_state,
         )
-        end_metrics = None
-        if self._tracer_metrics is not None:
-            end_metrics = self._tracer_metrics.start_span(parent, decision)
+        end_metrics = self._span_metrics(parent, decision)
         if decision is Decision.DROP:
             return trace_api.NonRecordingSpan(context=span_context)
         span = LightSpan(
@@ -550,7 +563,8 @@ class LightTracer(trace_api.Tracer):
             set_status_on_exception,
             sdk.resource,
         )
-        span._end_metrics = end_metrics
+        if end_metrics is not None:
+            span._end_metrics = end_metrics
         span.start(start_time, context)
         return span
 
