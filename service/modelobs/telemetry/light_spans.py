@@ -233,44 +233,28 @@ class LightSpan(trace_api.Span, ReadableSpan):
         timestamp: int | None = None,
     ) -> None:
         limits = self._tracer
-        event = Event(
-            name=name,
-            attributes=BoundedAttributes(
-                limits.max_event_attributes,
-                attributes,
-                max_value_len=limits.max_attribute_length,
-                immutable=True,
-            ),
-            timestamp=timestamp,
-        )
-        with self._lock:
-            if self._end_time is None:
-                if not isinstance(self._events, BoundedList):
-                    self._events = BoundedList(limits.max_events)
-                self._events.append(event)
-                return
-        self._ended_warning("_add_event")
+        event = Event(name, limits.bounded(attributes, limits.max_event_attributes), timestamp)
+        self._append("_events", event, limits.max_events, "_add_event")
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if not _valid_link(context, attributes):
             return
         limits = self._tracer
-        link = trace_api.Link(
-            context=context,
-            attributes=BoundedAttributes(
-                limits.max_link_attributes,
-                attributes,
-                max_value_len=limits.max_attribute_length,
-                immutable=True,
-            ),
-        )
+        link = trace_api.Link(context, limits.bounded(attributes, limits.max_link_attributes))
+        self._append("_links", link, limits.max_links, "_add_link")
+
+    def _append(self, field: str, item: Any, max_items: int | None, operation: str) -> None:
+        """An event or a link, into a ``BoundedList`` made on first use, as the SDK keeps
+        them; none after the span ended (the SDK's warning names ``operation``)."""
         with self._lock:
             if self._end_time is None:
-                if not isinstance(self._links, BoundedList):
-                    self._links = BoundedList(limits.max_links)
-                self._links.append(link)
+                items = getattr(self, field)
+                if not isinstance(items, BoundedList):
+                    items = BoundedList(max_items)
+                    setattr(self, field, items)
+                items.append(item)
                 return
-        self._ended_warning("_add_link")
+        self._ended_warning(operation)
 
     def record_exception(
         self,
@@ -496,14 +480,15 @@ class LightTracer(trace_api.Tracer):
         valid = []
         for link in links:
             if link and _valid_link(link.context, link.attributes):
-                link._attributes = BoundedAttributes(  # type: ignore[attr-defined]
-                    self.max_link_attributes,
-                    link.attributes,
-                    max_value_len=self.max_attribute_length,
-                    immutable=True,
-                )
+                link._attributes = self.bounded(link.attributes, self.max_link_attributes)  # type: ignore[attr-defined]
                 valid.append(link)
         return BoundedList.from_seq(self.max_links, valid)
+
+    def bounded(self, attributes: types.Attributes, max_count: int | None) -> BoundedAttributes:
+        """An event's or link's attributes, as the SDK bounds them."""
+        return BoundedAttributes(
+            max_count, attributes, max_value_len=self.max_attribute_length, immutable=True
+        )
 
     def start_span(
         self,
@@ -648,4 +633,6 @@ class LightTracerProvider(trace_api.TracerProvider):
 
     def __getattr__(self, name: str) -> Any:
         """Anything else the SDK provider has (its span limits, its active processor)."""
+        if name == "sdk_provider":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.sdk_provider, name)
