@@ -11,20 +11,27 @@ keys) and hands anything else to the SDK's own cleaning function, so the result 
 SDK's; it is its own ``ReadableSpan`` at the end (nothing can change it once ended). The
 default sampler (``parentbased_always_on``) is decided inline, exactly as it decides; any
 other sampler is called. Measured with the service's processors (``bench/light_spans.py``,
-interleaved, medians of thread CPU): a server-shaped span (11 attributes, 2 set_attribute,
-attach/detach) SDK 25.0 µs, light 10.1 µs; ``start_as_current_span`` 26.5 → 8.0 µs;
-``start_span`` + ``end`` 15.1 → 5.2 µs. A whole model request in process
+interleaved, medians of thread CPU, two runs): a server-shaped span (11 attributes,
+2 set_attribute, attach/detach) SDK 25-31 µs, light 10 µs; ``start_as_current_span``
+23-27 → 8 µs; ``start_span`` + ``end`` 15-17 → 5-6 µs; deciding the default sampler inline
+saves 1.1-1.9 µs of that. A whole model request in process
 (``bench/telemetry_profile.py --quick``, three runs alternating with main's code): full
 telemetry's CPU over bare fell from 331 to 238 µs (medians), 291 fewer Python calls.
 
-Behaviour copied from the SDK's ``Span`` (``opentelemetry-sdk`` 1.45, read, not copied):
+Behaviour as the SDK's ``Span`` has it (``opentelemetry-sdk`` 1.45; its code read, not copied):
 attribute count and value-length limits with the same drop order and counts, invalid keys
 dropped and counted, invalid values converted as the SDK converts them, no writes after
 ``end()`` (the SDK's warnings), events and links through the SDK's ``BoundedList`` and
 ``BoundedAttributes``, ``record_exception``'s four attributes, ``set_status`` (OK final,
 UNSET ignored), ``update_name``, ``end()`` once, and the context-manager semantics of
 ``use_span`` / ``start_as_current_span`` (exception event and ERROR status by default).
-``tests/test_light_spans.py`` holds both to the same exported spans.
+``tests/test_light_spans.py`` holds both to the same exported spans. One difference: an
+exception recorded by ``start_as_current_span`` has a stacktrace that starts at the ``with``
+block, without the frames of the SDK's generator-based manager.
+
+``Telemetry.tracer_provider`` hands it out for every tracer (ours, the httpx and the FastAPI
+instrumentations'), not only on the hot path: one span class in the service, so what the
+conformance and trace tests check is what runs, and every span gets the saving.
 """
 
 from __future__ import annotations
