@@ -11,7 +11,8 @@ processors are the same. Three shapes: the server span (its 11 HTTP attributes a
 (``start_as_current_span`` with the model's attributes and one set_attribute), and a child
 ``start_span`` + ``end``. CPU time of this thread per span, SDK and light interleaved round
 after round, medians; and light with the sampler called (a ``ParentBased(ALWAYS_ON)`` that
-is not the default's object), what the shortcut for the default sampler saves."""
+is not the default's object), what the shortcut for the default sampler saves. Then what
+encoding each kind costs the export thread, with both OTLP encoders."""
 
 from __future__ import annotations
 
@@ -30,13 +31,16 @@ os.environ.setdefault("OTEL_BSP_MAX_QUEUE_SIZE", "200000")
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from modelobs.telemetry import build_telemetry
 from modelobs.telemetry.light_spans import LightTracer, LightTracerProvider
+from modelobs.telemetry.otlp_encoding import encode_spans_bytes
 
 SERVER_ATTRIBUTES = {
     "url.scheme": "http",
@@ -127,8 +131,39 @@ def main() -> int:
             f"{name:<24} SDK {sdk:6.1f} µs   light {light:6.1f} µs   light/SDK "
             f"{light / sdk:.2f}   light with the sampler called {called_us:6.1f} µs"
         )
+    encoding_us(provider, args.rounds)
     telemetry.shutdown()
     return 0
+
+
+def encoding_us(provider: LightTracerProvider, rounds: int) -> None:
+    """What exporting them costs on the export thread: a batch of server and inference
+    spans of each kind through our wire encoder and the official one, per span."""
+    kept = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    batches = {}
+    for kind, tracer in (
+        ("sdk", provider.sdk_provider.get_tracer("modelobs")),
+        ("light", provider.get_tracer("modelobs")),
+    ):
+        kept.clear()
+        for _ in range(128):
+            server_span(tracer)
+            inference_span(tracer)
+        batches[kind] = list(kept.get_finished_spans())
+    encoders: dict[str, Callable[[list[Any]], Any]] = {
+        "ours": encode_spans_bytes,
+        "official": lambda spans: encode_spans(spans).SerializeToString(),
+    }
+    for name, encode in encoders.items():
+        times: dict[str, list[float]] = {k: [] for k in batches}
+        for _ in range(rounds * 2):
+            for kind, spans in batches.items():
+                start = time.thread_time_ns()
+                encode(spans)
+                times[kind].append((time.thread_time_ns() - start) / len(spans) / 1000)
+        sdk, light = (statistics.median(v) for v in times.values())
+        print(f"encode one span, {name:<9} SDK {sdk:6.1f} µs   light {light:6.1f} µs")
 
 
 if __name__ == "__main__":
