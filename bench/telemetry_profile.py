@@ -4,6 +4,7 @@ included, with a profile of what full adds.
 
     python bench/telemetry_profile.py            # ~1 minute
     python bench/telemetry_profile.py --quick    # ~15 seconds
+    python bench/telemetry_profile.py --sdk-spans  # and full with the SDK's spans, side by side
 
 The real providers (batch span and log processors) export to exporters that do what the
 OTLP/gRPC exporters do before the network (ours: telemetry/exporters.py; the official
@@ -129,6 +130,8 @@ VARIANTS: dict[str, tuple[bool, type | None, type | None]] = {
     "full, encoding skipped": (True, DiscardingSpanExporter, DiscardingLogExporter),
     "full, no spans": (True, None, EncodingLogExporter),
     "full, no OTel logs": (True, EncodingSpanExporter, None),
+    # full, with the SDK's own spans instead of ours (telemetry/light_spans.py).
+    "full, SDK spans": (True, WireSpanExporter, WireLogExporter),
 }
 
 
@@ -152,6 +155,8 @@ def make_telemetry(variant: str) -> tuple[Telemetry, Any, Any]:
     finally:
         for key in env:
             os.environ.pop(key, None)
+    if variant == "full, SDK spans":
+        tel.tracer_provider = tel.tracer_provider.sdk_provider  # type: ignore[attr-defined]
     return tel, spans, logs
 
 
@@ -271,6 +276,8 @@ def encoding_us(spans: list[Any], logs: list[Any], rounds: int) -> dict[str, flo
 async def main_async(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="modelobs-profile-"))
     names = list(VARIANTS) if args.all else ["bare", "full"]
+    if args.sdk_spans and not args.all:
+        names.append("full, SDK spans")
     setups = [Setup(name, workdir) for name in names]
     # Both write their JSON line (bare keeps its stdout log), to nowhere.
     configure_logging(stream=open(os.devnull, "w"))  # noqa: SIM115
@@ -348,6 +355,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="print a cProfile of full")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--all", action="store_true", help="every variant, for the breakdown")
+    parser.add_argument(
+        "--sdk-spans", action="store_true", help="also full with the SDK's spans (light_spans.py)"
+    )
     args = parser.parse_args()
     args.rounds = args.rounds or (4 if args.quick else 12)
     return asyncio.run(main_async(args))

@@ -31,6 +31,7 @@ from . import synthetic
 from .exemplars import exemplar_filter
 from .http_views import unused_http_instrument_views
 from .instance import instance_attributes
+from .light_spans import LightTracerProvider
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -231,7 +232,9 @@ def build_telemetry(
     if otlp_exporter is not None:
         # Its failed exports are counted too, on the provider that did not exist before.
         otlp_exporter.set_meter_provider(meter_provider)
-    # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
+    # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, the span limits
+    # from OTEL_SPAN_*; the SDK provider's configuration and processors, light spans
+    # (light_spans.py) for every tracer the service and its instrumentations get.
     tracer_provider = SdkTracerProvider(resource=resource)
     # Baggage marks of synthetic traffic onto every span and log record (synthetic.py).
     tracer_provider.add_span_processor(synthetic.span_processor())
@@ -252,7 +255,7 @@ def build_telemetry(
     return Telemetry(
         service_name=service_name,
         resource=resource,
-        tracer_provider=tracer_provider,
+        tracer_provider=LightTracerProvider(tracer_provider),
         meter_provider=meter_provider,
         logger_provider=logger_provider,
         metrics_registry=registry,
