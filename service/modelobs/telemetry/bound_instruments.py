@@ -22,8 +22,14 @@ each match's aggregation dict (replaced on delta collection with reset). Anythin
 does not recognise (a no-op or disabled meter, another SDK's instruments, a value the SDK
 would reject) takes the plain ``record`` / ``add``.
 
-Measured (``python bench/bound_recording.py``, CPU, interleaved, medians): see the figures in
-that script's docstring. It reads private SDK internals (``_measurement_consumer``,
+Measured with ``bench/bound_recording.py`` (CPU time, interleaved, medians, on the shared
+2-core machine): one recording with 4 attributes inside a request's span, the tail-sampling
+exemplar filter keeping its trace, costs 4.2 µs bound against 10.2 µs through the SDK for a
+histogram (0.41) and 3.7 against 9.7 µs for a counter (0.39); a whole model request in
+process (``--app``: 4 recordings, full telemetry, export encoding included) costs 41-50 µs
+less (three runs) with 245 fewer Python calls (2,728 against 2,973).
+
+It reads private SDK internals (``_measurement_consumer``,
 ``_reader_storages``, ``_instrument_view_instrument_matches``, ``_ViewInstrumentMatch``'s
 ``_attributes_aggregation`` / ``_lock`` / ``_reset_on_collect`` / ``_view._attribute_keys`` /
 ``_get_or_create_aggregation``, ``_hash_attributes``): ``PINNED_SDK_VERSION`` names the SDK
