@@ -23,7 +23,7 @@ does not recognise (a no-op or disabled meter, another SDK's instruments, a valu
 would reject) takes the plain ``record`` / ``add``.
 
 Measured with ``bench/bound_recording.py`` (CPU time, interleaved, medians, on the shared
-2-core machine): one recording with 4 attributes inside a request's span, the tail-sampling
+2-core machine): one recording with 5 attributes inside a request's span, the tail-sampling
 exemplar filter keeping its trace, costs 4.2 µs bound against 10.2 µs through the SDK for a
 histogram (0.41) and 3.7 against 9.7 µs for a counter (0.39); a whole model request in
 process (``--app``: 4 recordings, full telemetry, export encoding included) costs 41-50 µs
