@@ -286,3 +286,49 @@ def test_attribute_sets_are_bound_up_to_the_limit_then_recorded_plainly() -> Non
     points = data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points
     counts = {p.attributes["http.response.status_code"]: p.count for p in points}
     assert counts == {200: 2, 404: 1, 500: 2}
+
+
+class _WatchedLock:
+    """The match's lock, noting whether it is held."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock, self.held = lock, False
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        self.held = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.held = False
+        self.lock.release()
+
+
+def test_delta_recordings_aggregate_under_the_lock_collection_resets_with() -> None:
+    """As the SDK does: a delta collection swaps the aggregations out under the match's lock,
+    so a measurement aggregated outside it could land in one already collected and be lost."""
+    reader = _reader(DELTA)
+    provider = _provider([reader])
+    histogram = provider.get_meter("test").create_histogram("test.histogram")
+    bound = bind(histogram, {"a": "b"})
+    bound.record(0.1)  # the SDK matches the instrument; then the bound path
+    storage = next(iter(provider._measurement_consumer._reader_storages.values()))
+    matches = storage._instrument_view_instrument_matches[histogram]
+    assert all(match._reset_on_collect for match in matches)
+    locks = []
+    held_while_aggregating: list[bool] = []
+    for match in matches:
+        match._lock = watched = _WatchedLock(match._lock)
+        locks.append(watched)
+    aggregation_class = type(next(iter(matches[0]._attributes_aggregation.values())))
+    original = aggregation_class.aggregate
+
+    def aggregate(self: Any, measurement: Any, sample: bool = True) -> None:
+        held_while_aggregating.append(all(lock.held for lock in locks))
+        original(self, measurement, sample)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(aggregation_class, "aggregate", aggregate)
+        for value in (0.2, 0.3):
+            bound.record(value)
+            reader.get_metrics_data()  # a delta collection: new aggregations next time
+    assert held_while_aggregating == [True] * (2 * len(matches))
