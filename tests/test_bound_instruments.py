@@ -6,6 +6,7 @@ internals they read are pinned so an SDK upgrade fails here instead of silently 
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from opentelemetry.sdk.metrics import (
     _Gauge,
 )
 from opentelemetry.sdk.metrics._internal import _MeterConfig
+from opentelemetry.sdk.metrics._internal.exemplar import exemplar_reservoir
 from opentelemetry.sdk.metrics._internal.measurement_consumer import (
     SynchronousMeasurementConsumer,
 )
@@ -93,7 +95,7 @@ def _provider(readers: list[InMemoryMetricReader]) -> MeterProvider:
             *unused_http_instrument_views(),
             View(instrument_name="test.dropped", aggregation=DropAggregation()),
             View(instrument_name="test.filtered", attribute_keys={"model.name"}),
-            # Renames a second stream of the histogram: one instrument, two streams.
+            # The histogram's stream, renamed.
             View(instrument_name="test.histogram", name="test.histogram.copy"),
         ],
     )
@@ -113,7 +115,20 @@ def _readers(temporality: str) -> list[InMemoryMetricReader]:
 
 def _scenario(recorder: Recorder, spans: list[trace.Span], temporality: str) -> list[Any]:
     """Several collections of every instrument kind, recorded through ``recorder``: new
-    attribute sets after a collection, a reader added half way, overflow past the limit."""
+    attribute sets after a collection, a reader added half way, overflow past the limit.
+    The counters' exemplar reservoirs draw at random: on this thread, from one seed in both
+    runs (other threads, such as exporters retrying with jitter, keep the global draws)."""
+    seeded, here = random.Random(14), threading.get_ident()
+
+    def randrange(*args: int) -> int:
+        return (seeded if threading.get_ident() == here else random).randrange(*args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exemplar_reservoir, "randrange", randrange)
+        return _recorded(recorder, spans, temporality)
+
+
+def _recorded(recorder: Recorder, spans: list[trace.Span], temporality: str) -> list[Any]:
     readers = _readers(temporality)
     provider = _provider(readers)
     meter = provider.get_meter("test", "1")
@@ -129,7 +144,6 @@ def _scenario(recorder: Recorder, spans: list[trace.Span], temporality: str) -> 
     ]
     server_duration = meter.create_histogram("http.server.request.duration", unit="s")
     by_route = BoundAttributeSets(server_duration, HTTP_NAMES, max_sets=3)
-    random.seed(14)  # the counters' reservoirs sample at random: the same draws in both
     recorders: dict[tuple[int, int], Callable[[float], None]] = {}
     collected: list[Any] = []
     values = [0.05, 0.3, 0.3, 0.7, 2.0, 0.0, 1.0]
