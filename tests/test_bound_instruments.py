@@ -42,6 +42,7 @@ from modelobs.telemetry.bound_instruments import (
 )
 from modelobs.telemetry.exemplars import TailSamplingExemplarFilter, TailSamplingPolicy
 from modelobs.telemetry.http_views import unused_http_instrument_views
+from modelobs.telemetry.providers import SDK_SELF_METRICS
 
 DELTA = {
     kind: AggregationTemporality.DELTA
@@ -64,6 +65,14 @@ ATTRIBUTE_SETS: list[dict[str, Any]] = [
 ] + [{"model.name": "iris", "tags": ["a", "b"]}]  # a sequence value, cleaned to a tuple
 HTTP_NAMES = ("http.request.method", "http.route", "http.response.status_code")
 Recorder = Callable[[Any, dict[str, Any]], Callable[[float], None]]
+
+
+@pytest.fixture(autouse=True)
+def _no_sdk_self_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers record their own collection time into their provider when the SDK's
+    self-metrics are on (build_telemetry turns them on for the process): a timing, never
+    equal between two runs, and not what is compared here."""
+    monkeypatch.setenv(SDK_SELF_METRICS, "false")
 
 
 def _plain(instrument: Any, attributes: dict[str, Any]) -> Callable[[float], None]:
@@ -336,8 +345,11 @@ def test_delta_recordings_aggregate_under_the_lock_collection_resets_with() -> N
     aggregation_class = type(next(iter(matches[0]._attributes_aggregation.values())))
     original = aggregation_class.aggregate
 
+    here = threading.get_ident()
+
     def aggregate(self: Any, measurement: Any, sample: bool = True) -> None:
-        held_while_aggregating.append(all(lock.held for lock in locks))
+        if threading.get_ident() == here:  # other tests' threads may aggregate too
+            held_while_aggregating.append(all(lock.held for lock in locks))
         original(self, measurement, sample)
 
     with pytest.MonkeyPatch.context() as patch:
