@@ -26,6 +26,7 @@ from ..monitoring.model_monitor import ModelMonitor
 from ..monitoring.store import FeedbackOutcome, PredictionRow, new_prediction_id, open_store
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, run_as, synthetic
+from ..telemetry.bound_instruments import bind
 from .api_docs import answers, document_contract, json_body
 from .api_models import ApiContract, FeedbackResponse, PredictResponse
 from .errors import error_body, guarded
@@ -90,7 +91,7 @@ class ModelService:
         schema = bundle.schema
         self.model_attributes = {"model.name": schema.name, "model.version": schema.version}
         # Per class and per synthetic_request (true/false: bounded, telemetry/synthetic.py).
-        self._class_attributes = {
+        class_attributes = {
             (label, mark): {
                 **self.model_attributes,
                 "prediction.class": label,
@@ -98,6 +99,13 @@ class ModelService:
             }
             for label in schema.classes
             for mark in ("true", "false")
+        }
+        # Bound once per attribute set: the request path's recordings skip the SDK's
+        # per-call attribute work (telemetry/bound_instruments.py).
+        self._bound_inference = bind(self.metrics.inference_duration, self.model_attributes)
+        self._bound_per_class = {
+            key: (bind(self.metrics.predictions, attrs), bind(self.metrics.score, attrs))
+            for key, attrs in class_attributes.items()
         }
         meter = telemetry.meter
         self.prediction_log = open_store(settings, meter)
@@ -183,7 +191,7 @@ class ModelService:
             start = time.perf_counter()
             probabilities = self.bundle.predict_proba(records)
             elapsed = time.perf_counter() - start
-            self.metrics.inference_duration.record(elapsed, self.model_attributes)
+            self._bound_inference.record(elapsed)
         predictions = self._to_predictions(probabilities)
         self._record(records, predictions, elapsed)
         return predictions
@@ -217,9 +225,9 @@ class ModelService:
         )
         mark = synthetic.synthetic_attribute()
         for record, prediction in zip(records, predictions, strict=True):
-            attributes = self._class_attributes[(prediction.label, mark)]
-            self.metrics.predictions.add(1, attributes)
-            self.metrics.score.record(prediction.score, attributes)
+            predictions_count, score = self._bound_per_class[(prediction.label, mark)]
+            predictions_count.add(1)
+            score.record(prediction.score)
             fields: dict[str, Any] = {
                 "event": "prediction",
                 "prediction.id": prediction.prediction_id,

@@ -82,6 +82,7 @@ from opentelemetry.util.http import (
 )
 
 from .. import __version__
+from .bound_instruments import BoundAttributeSets
 from .providers import INSTRUMENTATION_SCOPE
 
 Scope = MutableMapping[str, Any]
@@ -154,6 +155,8 @@ class ServerTelemetryMiddleware:
             description="Duration of HTTP server requests.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
+        # One bound recording per (method, route, status, ...) seen: bound_instruments.py.
+        self.bound_duration = BoundAttributeSets(self.duration, DURATION_ATTRIBUTES)
         # Two UpDownCounter additions per request: skipped when nothing reads them.
         self.active_requests = (
             create_http_server_active_requests(meter) if active_requests else None
@@ -243,9 +246,8 @@ class ServerTelemetryMiddleware:
             raise
         finally:
             state.name_by_route()
-            duration = {k: attributes[k] for k in DURATION_ATTRIBUTES if k in attributes}
             # Recorded while the span is current: the exemplar names this request's trace.
-            self.duration.record(time.perf_counter() - start, duration)
+            self.bound_duration.record(time.perf_counter() - start, attributes)
             if self.active_requests is not None:
                 self.active_requests.add(-1, active)
             otel_context.detach(token)
