@@ -83,8 +83,19 @@ from opentelemetry.util.http import (
 )
 
 from .. import __version__
+from .bound_instruments import BoundAttributeSets
 from .providers import INSTRUMENTATION_SCOPE
 from .server_instrumentation import HttpInstrumentation
+
+# What the duration carries (the library's _client_duration_attrs_new).
+DURATION_ATTRIBUTES = (
+    "error.type",
+    "http.request.method",
+    "http.response.status_code",
+    "network.protocol.version",
+    "server.address",
+    "server.port",
+)
 
 # What one target's attributes are built from, and what they are: span name, span
 # attributes and the duration's attributes known before the answer.
@@ -133,6 +144,8 @@ class ClientTelemetryTransport(httpx.AsyncBaseTransport):
             description="Duration of HTTP client requests.",
             explicit_bucket_boundaries_advisory=HTTP_DURATION_HISTOGRAM_BUCKETS_NEW,
         )
+        # One bound recording per attribute set seen (a few per upstream): bound_instruments.py.
+        self.bound_duration = BoundAttributeSets(self.duration, DURATION_ATTRIBUTES)
         excluded = get_excluded_urls("HTTPX")
         self.excluded = excluded if excluded._excluded_urls else None
         self.capture_request = get_custom_headers(
@@ -171,12 +184,12 @@ class ClientTelemetryTransport(httpx.AsyncBaseTransport):
                 # Unlike the library, a failed attempt is measured too (the conventions'
                 # error.type): a refused or timed-out hop shows in the client metrics.
                 failed = {**metric_attributes, "error.type": type(exc).__qualname__}
-                self.duration.record(max(time.perf_counter() - start, 0), failed)
+                self.bound_duration.record(max(time.perf_counter() - start, 0), failed)
                 raise
             elapsed = max(time.perf_counter() - start, 0)
             metric_attributes = self._answered(span, response, metric_attributes)
             # Recorded while the span is current: the exemplar names this attempt's span.
-            self.duration.record(elapsed, metric_attributes)
+            self.bound_duration.record(elapsed, metric_attributes)
             return response
         finally:
             otel_context.detach(token)
