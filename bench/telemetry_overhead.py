@@ -54,6 +54,9 @@ VEGETA = Path(
 # Bare: the same service with the OpenTelemetry SDK disabled (no spans, metrics or OTLP
 # logs; the JSON log line on stdout stays, as any service has one).
 BARE = {"OTEL_SDK_DISABLED": "true"}
+# Fixed request rates, as shares of the matching bare setup's saturation throughput: the
+# issue's half, and a quarter, where every setup stays well below saturation.
+FIXED_RATE_FRACTIONS = (0.5, 0.25)
 OFF = "none"
 # The default OpenTelemetry setup in place of ours (bench/peer_service.py).
 PEER = {"MODELOBS_BENCH_PEER": "1"}
@@ -243,15 +246,22 @@ def service_argv(part_argv: list[str], kind: str, env: dict[str, str], workers: 
     return argv
 
 
+def _busy(latency: dict[str, float]) -> str:
+    """Cores the setup kept busy during a fixed-rate run (older results lack it)."""
+    busy = latency.get("busy_cores")
+    return "" if busy is None else f"{busy:.2f}"
+
+
 def markdown_tables(figures: dict) -> str:
     """The tables bench/README.md quotes, from a results file's figures (a test holds the
     README to the committed results through this function)."""
     summary = figures["summary"]
     lines = [
         "| setup | req/s (median) | of bare | of bare, from CPU | CPU µs per request "
-        "| fixed rate | p50 ms | p99 ms | p99.9 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| fixed rate | busy | p50 ms | p99 ms | p99.9 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    quarter = []
     for name, s in summary.items():
         lat = s.get("fixed_rate")
         if lat is None:
@@ -260,9 +270,24 @@ def markdown_tables(figures: dict) -> str:
         lines.append(
             f"| {label} | {s['rps_median']:.0f} | {s['of_bare']:.3f} | "
             f"{s['of_bare_from_cpu']:.3f} | {s['cpu_us_per_request_median']:.0f} | "
-            f"{lat['rate']:.0f}/s | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | "
+            f"{lat['rate']:.0f}/s | {_busy(lat)} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | "
             f"{lat['p999_ms']:.2f} |"
         )
+        for fraction, low in s.get("fixed_rates", {}).items():
+            if fraction != str(FIXED_RATE_FRACTIONS[0]):
+                quarter.append(
+                    f"| {label} | {low['rate']:.0f}/s | {_busy(low)} | "
+                    f"{low.get('cpu_us_per_request', float('nan')):.0f} | {low['p50_ms']:.2f} | "
+                    f"{low['p99_ms']:.2f} | {low['p999_ms']:.2f} |"
+                )
+    if quarter:
+        lines += [
+            "",
+            "| setup, lower fixed rate | rate | busy | CPU µs per request | p50 ms | p99 ms "
+            "| p99.9 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            *quarter,
+        ]
     lines += [
         "",
         "| breakdown setup | req/s (median) | of bare | CPU µs per request | CPU µs below full |",
@@ -362,7 +387,7 @@ def main() -> int:
     body = run_dir / "body.json"
     body.write_text(BODY)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
-    latency: dict[str, dict[str, float]] = {}
+    latency: dict[str, dict[str, dict[str, float]]] = {}
     commit = git_commit()
 
     def url_of(name: str) -> str:
@@ -390,20 +415,32 @@ def main() -> int:
                     f"CPU {result['cpu_us_per_request']:6.0f} µs/request",
                     flush=True,
                 )
-        # Fixed rate: half of what bare sustained at saturation, the same rate for the peer
-        # and ours, so their latency is compared at one load.
-        for name, (kind, _, workers, _) in setups.items():
-            if name in dict.fromkeys(n for n, *_ in BREAKDOWN):
-                continue
-            bare = baseline_of(name, kind, workers)
-            rate = statistics.median(r["rps"] for r in results[bare]) / 2
-            latency[name] = fixed_rate(url_of(name), body, rate, rate_seconds, run_dir / "v.bin")
-            lat = latency[name]
-            print(
-                f"fixed rate {rate:6.0f}/s  {name:<30} p50 {lat['p50_ms']:6.2f} ms  "
-                f"p99 {lat['p99_ms']:6.2f} ms  p99.9 {lat['p999_ms']:6.2f} ms",
-                flush=True,
-            )
+        # Fixed rates: a share of what bare sustained at saturation, the same rate for the
+        # peer and ours, so their latency is compared at one load. Paced requests cost more
+        # CPU each than back-to-back ones (one event-loop wake-up per request, cold caches
+        # between them), so half of the saturation rate keeps a service busier than half
+        # the time: the CPU each run used is measured and reported as the core's busy share.
+        for fraction in FIXED_RATE_FRACTIONS:
+            for name, (kind, _, workers, _) in setups.items():
+                if name in dict.fromkeys(n for n, *_ in BREAKDOWN):
+                    continue
+                bare = baseline_of(name, kind, workers)
+                rate = statistics.median(r["rps"] for r in results[bare]) * fraction
+                cpu_before = cpu_seconds(services[name])
+                lat = fixed_rate(url_of(name), body, rate, rate_seconds, run_dir / "v.bin")
+                cpu = cpu_seconds(services[name]) - cpu_before
+                lat["fraction_of_bare_capacity"] = fraction
+                lat["cpu_us_per_request"] = cpu / max(lat["requests"], 1) * 1e6
+                # Cores kept busy: CPU seconds per second of the run (two-worker setups
+                # can reach 2).
+                lat["busy_cores"] = cpu / rate_seconds
+                latency.setdefault(name, {})[str(fraction)] = lat
+                print(
+                    f"fixed rate {rate:6.0f}/s  {name:<30} p50 {lat['p50_ms']:6.2f} ms  "
+                    f"p99 {lat['p99_ms']:6.2f} ms  p99.9 {lat['p999_ms']:6.2f} ms  "
+                    f"busy {lat['busy_cores']:.2f}",
+                    flush=True,
+                )
         drops = queue_full_drops(cfg.url(ports.collector_prometheus, "/metrics"))
         print(f"dropped by full SDK queues (all our setups): {drops}", flush=True)
     finally:
@@ -420,7 +457,8 @@ def main() -> int:
             "runs": runs,
         }
         if name in latency:
-            summary[name]["fixed_rate"] = latency[name]
+            summary[name]["fixed_rate"] = latency[name][str(FIXED_RATE_FRACTIONS[0])]
+            summary[name]["fixed_rates"] = latency[name]
     for s in summary.values():
         bare = summary[s["baseline"]]
         s["of_bare"] = s["rps_median"] / bare["rps_median"]
@@ -459,6 +497,7 @@ def main() -> int:
             "rounds": rounds,
             "seconds_per_run": seconds,
             "fixed_rate_seconds": rate_seconds,
+            "fixed_rate_fractions": list(FIXED_RATE_FRACTIONS),
             "connections": args.connections,
             "pinned": pin,
             "load_tools": {"saturation": "wrk", "fixed_rate": f"vegeta {VEGETA_VERSION}"},
