@@ -1,11 +1,11 @@
 """What full telemetry costs: the model service (and gateway → model) bare, with the default
 OpenTelemetry setup a user would write (the peer, bench/peer_service.py) and with ours, all
 exporting every signal to the real collector, side by side in one run: throughput at
-saturation (wrk), latency at a fixed rate of half bare's capacity (vegeta, open loop, so a
-slow answer does not delay the next request), the same with two worker processes, and what
-each signal's export costs.
+saturation (wrk), latency at fixed rates of half and a quarter of bare's capacity (vegeta,
+open loop, so a slow answer does not delay the next request) with the CPU each run used,
+the same with two worker processes, and what each signal's export costs.
 
-    python bench/telemetry_overhead.py            # ~12 minutes
+    python bench/telemetry_overhead.py            # ~15 minutes
     python bench/telemetry_overhead.py --quick    # ~4 minutes
 
 Needs the native binaries (`make binaries`) and wrk (`apt-get install wrk`); vegeta is built
