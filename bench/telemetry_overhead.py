@@ -205,7 +205,14 @@ def fixed_rate(url: str, body: Path, rate: float, seconds: float, out: Path) -> 
 def cpu_seconds(processes: list[Running]) -> float:
     """User + system CPU of a setup's service processes (uvicorn's workers included):
     unlike throughput, barely moved by whatever else runs on a shared machine."""
-    return sum(sum(p.cpu_times()[:2]) for record in processes for p in record.group())
+    return sum(cpu_by_process(processes).values())
+
+
+def cpu_by_process(processes: list[Running]) -> dict[str, float]:
+    """The same, per service of the setup (a pair: the gateway and its model service)."""
+    return {
+        record.name: sum(sum(p.cpu_times()[:2]) for p in record.group()) for record in processes
+    }
 
 
 def queue_full_drops(metrics_url: str) -> dict[str, float]:
@@ -404,10 +411,18 @@ def main() -> int:
             # Alternate the order each round so drift in machine load hits every setup alike.
             order = list(setups) if r % 2 == 0 else list(reversed(setups))
             for name in order:
-                cpu_before = cpu_seconds(services[name])
+                cpu_before = cpu_by_process(services[name])
                 result = wrk(url_of(name), script, seconds, args.connections)
-                cpu = cpu_seconds(services[name]) - cpu_before
+                used = {
+                    part: seconds_used - cpu_before[part]
+                    for part, seconds_used in cpu_by_process(services[name]).items()
+                }
+                cpu = sum(used.values())
                 result["cpu_us_per_request"] = cpu / result["requests"] * 1e6
+                # Which process of a pair pays what (a pair's CPU is the sum).
+                result["cpu_us_per_request_by_process"] = {
+                    part: value / result["requests"] * 1e6 for part, value in used.items()
+                }
                 results[name].append(result)
                 print(
                     f"round {r + 1}/{rounds}  {name:<30} {result['rps']:8.1f} req/s  "
