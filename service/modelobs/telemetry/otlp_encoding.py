@@ -8,11 +8,13 @@ a third of what full telemetry added to a model request. The wire format is smal
 stable; most of a service's attributes repeat request after request (method, route, model
 version, status), so each attribute's encoded bytes are cached by key and value.
 
-The output is parsed back into the same ``Export*ServiceRequest`` message by the exporters
-(``exporters.py``), in C, so the SDK's exporters keep their transport, retries and
-self-metrics. ``tests/test_otlp_encoding.py`` holds it equal, message for message, to the
-official encoder on spans and logs of every shape (events, links, every attribute type,
-trace state, remote parents, several resources and scopes).
+The exporters (``exporters.py``) send these bytes as the request, through the SDK's gRPC
+exporters' transport, retries and self-metrics. Items the pre-encoding processors
+(``pre_encoding.py``) encoded as they ended carry their framed message (``FRAMED``), so the
+export thread only joins bytes. ``tests/test_otlp_encoding.py`` holds it equal, message for
+message, to the official encoder on spans and logs of every shape (events, links, every
+attribute type, trace state, remote parents, several resources and scopes), pre-encoded or
+not.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ _pack_fixed32 = struct.Struct("<I").pack
 # A cache holds at most this many attribute encodings; when full it starts over, so
 # high-cardinality values (client ports, ids) cost one clear now and then, never memory.
 CACHE_LIMIT = 8192
+# The attribute where a span or log record (the API record inside it) carries its own message,
+# already encoded and framed as a field of its scope message (pre_encoding.py).
+FRAMED = "_modelobs_otlp_framed"
 
 
 def varint(value: int) -> bytes:
@@ -121,8 +126,7 @@ class _Envelope:
     """Resource and scope messages, encoded once each (they are the same batch after batch),
     and the grouping of items under them as the official encoders group them."""
 
-    def __init__(self, items_tag: bytes) -> None:
-        self.items_tag = items_tag  # the item field within the scope message
+    def __init__(self) -> None:
         self._resources: dict[Any, tuple[bytes, bytes]] = {}
         self._scopes: dict[Any, tuple[bytes, bytes]] = {}
 
@@ -149,22 +153,20 @@ class _Envelope:
     def _scope(self, scope: Any) -> tuple[bytes, bytes]:
         return self._holder(self._scopes, scope, _encode_instrumentation_scope, 256)
 
-    def request(self, items: Sequence[Any], encode: Callable[[Any], bytes]) -> bytes:
-        """The Export*ServiceRequest: resource → scope → items, in first-seen order."""
+    def request(self, items: Sequence[Any], framed: Callable[[Any], bytes]) -> bytes:
+        """The Export*ServiceRequest: resource → scope → items (``framed(item)``: the item's
+        message as a field of its scope message), in first-seen order."""
         # Grouped by the resource object's identity first: an SDK Resource hashes by
         # JSON-dumping its attributes, ~3 µs per item otherwise. Equal resources held in
         # separate objects still land in one group (merged below), as the official encoder
         # groups them.
         by_identity: dict[int, tuple[Any, dict[Any, list[bytes]]]] = {}
-        tag = self.items_tag
         for item in items:
             resource = item.resource
             found = by_identity.get(id(resource))
             if found is None:
                 found = by_identity[id(resource)] = (resource, {})
-            found[1].setdefault(item.instrumentation_scope or None, []).append(
-                _field(tag, encode(item))
-            )
+            found[1].setdefault(item.instrumentation_scope or None, []).append(framed(item))
         grouped: dict[Any, dict[Any, list[bytes]]] = {}
         for resource, scopes in by_identity.values():
             merged = grouped.setdefault(resource, {})
@@ -188,7 +190,7 @@ class _Envelope:
 _SPAN_ATTRIBUTES = AttributeEncoder(b"\x4a")  # Span.attributes = 9
 _EVENT_ATTRIBUTES = AttributeEncoder(b"\x1a")  # Span.Event.attributes = 3
 _LINK_ATTRIBUTES = AttributeEncoder(b"\x22")  # Span.Link.attributes = 4
-_SPANS = _Envelope(b"\x12")  # ScopeSpans.spans = 2
+_SPANS = _Envelope()
 # SpanFlags: HAS_IS_REMOTE (0x100), IS_REMOTE (0x200); field 16, fixed32.
 _FLAGS_LOCAL = b"\x85\x01" + _pack_fixed32(0x100)
 _FLAGS_REMOTE = b"\x85\x01" + _pack_fixed32(0x300)
@@ -267,15 +269,25 @@ def encode_span(span: Any) -> bytes:
     return b"".join(parts)
 
 
+def framed_span(span: Any) -> bytes:
+    """The span as a field of its ScopeSpans message (``spans`` = 2)."""
+    return _field(b"\x12", encode_span(span))
+
+
+def _framed_span_once(span: Any) -> bytes:
+    framed = getattr(span, FRAMED, None)
+    return framed if framed is not None else framed_span(span)
+
+
 def encode_spans_bytes(spans: Sequence[Any]) -> bytes:
     """A serialized ExportTraceServiceRequest, equal to ``encode_spans(spans)``'s."""
-    return _SPANS.request(spans, encode_span)
+    return _SPANS.request(spans, _framed_span_once)
 
 
 # ----------------------------------------------------------------------------------- logs
 
 _LOG_ATTRIBUTES = AttributeEncoder(b"\x32")  # LogRecord.attributes = 6
-_LOGS = _Envelope(b"\x12")  # ScopeLogs.log_records = 2
+_LOGS = _Envelope()
 
 
 def encode_log(readable: Any) -> bytes:
@@ -305,6 +317,16 @@ def encode_log(readable: Any) -> bytes:
     return b"".join(parts)
 
 
+def framed_log(readable: Any) -> bytes:
+    """The record as a field of its ScopeLogs message (``log_records`` = 2)."""
+    return _field(b"\x12", encode_log(readable))
+
+
+def _framed_log_once(readable: Any) -> bytes:
+    framed = getattr(readable.log_record, FRAMED, None)
+    return framed if framed is not None else framed_log(readable)
+
+
 def encode_logs_bytes(batch: Sequence[Any]) -> bytes:
     """A serialized ExportLogsServiceRequest, equal to ``encode_logs(batch)``'s."""
-    return _LOGS.request(batch, encode_log)
+    return _LOGS.request(batch, _framed_log_once)

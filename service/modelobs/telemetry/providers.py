@@ -139,6 +139,22 @@ def _log_exporter(meter_provider: metrics.MeterProvider) -> LogRecordExporter:
     return OTLPLogExporter(meter_provider=meter_provider)
 
 
+def span_processor_for(exporter: SpanExporter) -> type[BatchSpanProcessor]:
+    """Spans are encoded as they end for an exporter that sends those bytes (pre_encoding.py)."""
+    from .pre_encoding import PreEncodingBatchSpanProcessor, sends_pre_encoded
+
+    return PreEncodingBatchSpanProcessor if sends_pre_encoded(exporter) else BatchSpanProcessor
+
+
+def log_processor_for(exporter: LogRecordExporter) -> type[BatchLogRecordProcessor]:
+    """Log records are encoded as they are emitted for an exporter that sends those bytes."""
+    from .pre_encoding import PreEncodingBatchLogRecordProcessor, sends_pre_encoded
+
+    if sends_pre_encoded(exporter):
+        return PreEncodingBatchLogRecordProcessor
+    return BatchLogRecordProcessor
+
+
 @dataclass
 class Telemetry:
     """The providers of one service. ``enabled`` is False under OTEL_SDK_DISABLED=true."""
@@ -239,18 +255,16 @@ def build_telemetry(
     # Baggage marks of synthetic traffic onto every span and log record (synthetic.py).
     tracer_provider.add_span_processor(synthetic.span_processor())
     if span_exporter or exporter_enabled("traces"):
+        exporter = span_exporter or _span_exporter(meter_provider)
         tracer_provider.add_span_processor(
-            BatchSpanProcessor(
-                span_exporter or _span_exporter(meter_provider), meter_provider=meter_provider
-            )
+            span_processor_for(exporter)(exporter, meter_provider=meter_provider)
         )
     logger_provider = SdkLoggerProvider(resource=resource)
     logger_provider.add_log_record_processor(synthetic.log_processor())
     if log_exporter or exporter_enabled("logs"):
+        exporter = log_exporter or _log_exporter(meter_provider)
         logger_provider.add_log_record_processor(
-            BatchLogRecordProcessor(
-                log_exporter or _log_exporter(meter_provider), meter_provider=meter_provider
-            )
+            log_processor_for(exporter)(exporter, meter_provider=meter_provider)
         )
     return Telemetry(
         service_name=service_name,
