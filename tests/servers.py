@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from modelobs.telemetry import Telemetry, build_telemetry
+
+from .waiting import poll_until
 
 __all__ = ["Captured", "captured", "free_port", "serve"]
 
@@ -38,14 +39,15 @@ class Captured:
     def finished_spans(self, servers: int = 1) -> list[Any]:
         """Waits for ``servers`` server spans: a server span ends just after its response
         is sent, so the client can be a moment ahead of it."""
-        deadline = time.monotonic() + 5
-        while True:
+        spans: list[Any] = []
+
+        def ended() -> bool:
             self.flush()
-            spans = list(self.spans.get_finished_spans())
-            ended = sum(1 for s in spans if s.kind == SpanKind.SERVER)
-            if ended >= servers or time.monotonic() > deadline:
-                return spans
-            time.sleep(0.01)
+            spans[:] = self.spans.get_finished_spans()
+            return sum(1 for s in spans if s.kind == SpanKind.SERVER) >= servers
+
+        poll_until(ended, timeout_s=5, poll_s=0.01)
+        return spans
 
     def log_records(self) -> list[Any]:
         self.flush()
@@ -82,11 +84,9 @@ def serve(app: Any, port: int | None = None) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"server on port {port} did not start")
-        time.sleep(0.02)
+    poll_until(lambda: server.started or not thread.is_alive(), timeout_s=30)
+    if not server.started:
+        raise RuntimeError(f"server on port {port} did not start")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -10,7 +10,6 @@ inhibit rules and the receivers emptied (nothing is sent anywhere).
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 from ._native_bins import require_binary
 from .processes import wait_ready
 from .servers import free_port
+from .waiting import poll_until
 
 REPO = Path(__file__).resolve().parents[1]
 AM_DIR = REPO / "deploy" / "alertmanager"
@@ -126,16 +126,17 @@ def test_page_inhibits_the_ticket_of_the_same_slo_and_service(alertmanager: str)
     assert response.status_code == 200, response.text
 
     inhibited = {(ticket, SERVICE): (page, SERVICE) for page, ticket in pairs.values()}
-    deadline = time.monotonic() + INHIBIT_DEADLINE_S
-    while True:
+    by_key: dict[tuple[str, str], dict] = {}
+
+    def settled() -> bool:
         alerts = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
-        by_key = {_key(a["labels"]): a for a in alerts}
-        done = len(by_key) == len(posted) and all(
+        by_key.clear()
+        by_key.update({_key(a["labels"]): a for a in alerts})
+        return len(by_key) == len(posted) and all(
             by_key[target]["status"]["inhibitedBy"] for target in inhibited
         )
-        if done or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+
+    poll_until(settled, INHIBIT_DEADLINE_S, poll_s=0.2)
 
     assert len(by_key) == len(posted), f"Alertmanager has {sorted(by_key)}"
     for target, source in inhibited.items():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from ._native_bins import require_binary
 from .conftest import VALID_RECORD, make_settings
 from .promql import known_metric_names, promtool_rejects, unknown_metric_names
 from .servers import captured, free_port, serve
+from .waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICE = REPO / "service" / "modelobs"
@@ -210,10 +210,12 @@ def emitted(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         assert httpx.post(f"{gateway_url}/v1/feedback", json=label).status_code == 200
         bad = httpx.post(f"{gateway_url}/v1/predict", json={"record": {**VALID_RECORD, "age": "x"}})
         assert bad.status_code == 422
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{model_url}/drift").json()["window"]["size"] < 10:
-            assert time.monotonic() < deadline, "the drift monitor never computed"
-            time.sleep(0.05)
+        wait_until(
+            lambda: httpx.get(f"{model_url}/drift").json()["window"]["size"] >= 10,
+            "the drift monitor never computed",
+            timeout_s=30,
+            poll_s=0.05,
+        )
         for cap in caps:
             # The SDK's self-metrics: its batch processors count what they hand over when
             # they export, and a reader counts a collection from the next one on.

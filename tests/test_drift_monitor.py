@@ -14,6 +14,8 @@ from scipy import stats
 
 from modelobs.monitoring.drift import DriftMonitor, DriftReport, DriftSettings, FeatureSpec
 
+from .waiting import poll_until
+
 CATS = ("a", "b", "c")
 N_NUM = 10
 NUM_NAMES = [f"x{j}" for j in range(N_NUM)]
@@ -184,9 +186,7 @@ def test_on_change_fires_from_background_thread_on_flip() -> None:
     monitor.start()
     try:
         monitor.observe(draw(rng, 400))
-        deadline = time.time() + 10
-        while monitor.report().window.size < 400 and time.time() < deadline:
-            time.sleep(0.01)
+        poll_until(lambda: monitor.report().window.size >= 400, timeout_s=10, poll_s=0.01)
         assert monitor.report().window.size == 400 and not calls
         monitor.observe(draw(rng, 400, shift={"x5": 1.0}))
         assert got.wait(10)
@@ -205,9 +205,7 @@ def test_timer_recompute_without_new_rows() -> None:
     monitor.observe(draw(rng, 60))  # below recompute_every: only the timer can trigger
     monitor.start()
     try:
-        deadline = time.time() + 5
-        while monitor.report().computed_at is None and time.time() < deadline:
-            time.sleep(0.01)
+        poll_until(lambda: monitor.report().computed_at is not None, timeout_s=5, poll_s=0.01)
     finally:
         monitor.stop()
     assert monitor.report().window.size == 60

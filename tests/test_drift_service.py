@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ from modelobs.loadgen.scenarios import BadInputs, GradualDrift, LabelShift, Scen
 
 from .conftest import make_settings
 from .servers import captured, free_port, serve
+from .waiting import wait_until
 
 
 def test_gradual_and_sudden_shift_move_only_chosen_features() -> None:
@@ -59,13 +59,13 @@ def test_label_shift_sends_feedback_for_answered_predictions() -> None:
 
 
 def _wait_for_verdict(url: str, timeout_s: float = 30) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        report = httpx.get(f"{url}/drift").json()
-        if report["verdict_ready"] and report["window"]["size"] >= 300:
-            return report
-        time.sleep(0.2)
-    raise AssertionError(f"no drift verdict in {timeout_s}s: {report}")
+    report: dict = {}
+
+    def ready() -> dict | None:
+        report.update(httpx.get(f"{url}/drift").json())
+        return report if report["verdict_ready"] and report["window"]["size"] >= 300 else None
+
+    return wait_until(ready, lambda: f"no drift verdict ({report})", timeout_s, poll_s=0.2)
 
 
 @pytest.mark.parametrize("shifted", [False, True])

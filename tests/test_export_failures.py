@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -17,6 +17,7 @@ import pytest
 from .conftest import VALID_RECORD
 from .processes import service_pair
 from .servers import free_port
+from .waiting import wait_until
 
 
 class _CountingOtlp(BaseHTTPRequestHandler):
@@ -38,15 +39,20 @@ class _CountingOtlp(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def otlp_counter() -> Iterator[tuple[str, list[str], list[tuple[str, dict[str, str], bytes]]]]:
+Received = list[tuple[str, dict[str, str], bytes]]
+
+
+@contextmanager
+def otlp_counter() -> Iterator[tuple[str, list[str], Received]]:
     """A bare OTLP/HTTP endpoint that only counts what reaches it."""
     handler = type("Counting", (_CountingOtlp,), {"hits": [], "received": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler.hits, handler.received
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler.hits, handler.received
+    finally:
+        server.shutdown()
 
 
 def _send(gateway_url: str, n: int, timeout_s: float = 5) -> None:
@@ -67,27 +73,44 @@ FAST_EXPORT = {
 }
 
 
-@pytest.mark.parametrize("disabled", [True, False])
-def test_sdk_disabled_exports_nothing(
-    tmp_path: Path, model_dir: Path, otlp_counter: tuple, disabled: bool
-) -> None:
-    endpoint, hits, received = otlp_counter
-    env = {
-        **FAST_EXPORT,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-        "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=acme",
-        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=staging,team=ml",
-    }
-    if disabled:
-        env["OTEL_SDK_DISABLED"] = "true"
-    with service_pair(tmp_path, env, model_dir, free_port(), free_port()) as url:
-        _send(url, 20)
-        time.sleep(1.5)  # several export intervals
-    if disabled:
-        assert hits == []
-    else:  # the control: the same setup does export every signal when enabled
-        assert {"/v1/traces", "/v1/metrics", "/v1/logs"} <= set(hits)
-        _assert_env_honoured(received)
+def test_sdk_disabled_exports_nothing(tmp_path: Path, model_dir: Path) -> None:
+    """A pair with OTEL_SDK_DISABLED=true exports nothing, while, beside it, the control (the
+    same setup, enabled, started after it) exports every signal. The control's metric
+    exports mark the time: once it has sent several after the traffic, the disabled pair
+    has had as many export intervals; both are then stopped (a shutdown flushes too)."""
+    endpoints: dict[bool, tuple[list[str], Received]] = {}
+    with ExitStack() as running:
+        urls = []
+        for disabled in (True, False):
+            endpoint, hits, received = running.enter_context(otlp_counter())
+            endpoints[disabled] = hits, received
+            env = {
+                **FAST_EXPORT,
+                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=acme",
+                "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=staging,team=ml",
+            }
+            if disabled:
+                env["OTEL_SDK_DISABLED"] = "true"
+            workdir = tmp_path / ("disabled" if disabled else "control")
+            workdir.mkdir()
+            pair = service_pair(workdir, env, model_dir, free_port(), free_port())
+            urls.append(running.enter_context(pair))
+        for url in urls:
+            _send(url, 20)
+        control = endpoints[False][0]
+        rounds = control.count("/v1/metrics") + 3  # several export intervals from now
+        wait_until(
+            lambda: control.count("/v1/metrics") >= rounds,
+            lambda: f"the control's metric exports ({control.count('/v1/metrics')} of {rounds})",
+            timeout_s=30,
+            poll_s=0.05,
+        )
+    hits, _ = endpoints[True]
+    assert hits == []
+    hits, received = endpoints[False]  # the control: the same setup exports every signal
+    assert {"/v1/traces", "/v1/metrics", "/v1/logs"} <= set(hits)
+    _assert_env_honoured(received)
 
 
 def _assert_env_honoured(received: list[tuple[str, dict[str, str], bytes]]) -> None:

@@ -21,6 +21,7 @@ from modelobs.apps.replicas import ReplicaSet, parse_urls
 from .conftest import VALID_RECORD, make_settings
 from .faulty_proxy import Arrival, Fault, Traffic, faulty_proxy
 from .servers import Captured, captured, free_port, serve
+from .waiting import poll_until
 
 
 @dataclass
@@ -43,12 +44,14 @@ def predictions_served(cap: Captured) -> int:
 def served_by(models: list[Captured], expected_total: int) -> list[int]:
     """Predictions served by each replica, once ``expected_total`` server spans have ended
     (a server span ends just after its answer is sent) or a deadline passed."""
-    deadline = time.monotonic() + 10
-    while True:
-        served = [predictions_served(m) for m in models]
-        if sum(served) >= expected_total or time.monotonic() > deadline:
-            return served
-        time.sleep(0.02)
+    served: list[int] = []
+
+    def all_ended() -> bool:
+        served[:] = [predictions_served(m) for m in models]
+        return sum(served) >= expected_total
+
+    poll_until(all_ended, timeout_s=10)
+    return served
 
 
 def gateway_events(cap: Captured, name: str) -> list[dict]:

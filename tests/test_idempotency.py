@@ -107,7 +107,7 @@ def test_repeat_while_the_first_runs_waits_for_its_answer() -> None:
         first = asyncio.create_task(answers.once("k", b"fp", work))
         repeats = [asyncio.create_task(answers.once("k", b"fp", work)) for _ in range(3)]
         while work.calls == 0:  # the first is inside its work, the repeats waiting on it
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # hands the loop to those tasks: no time passes
         assert work.gate is not None
         work.gate.set()
         return await asyncio.gather(first, *repeats)
@@ -169,7 +169,7 @@ def test_waiters_of_a_failed_first_run_it_once_more() -> None:
         first = asyncio.create_task(answers.once("k", b"fp", failing))
         waiters = [asyncio.create_task(answers.once("k", b"fp", retried)) for _ in range(3)]
         while failing.calls == 0:
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # hands the loop to the tasks above: no time passes
         gate.set()
         return await asyncio.gather(first, *waiters)
 

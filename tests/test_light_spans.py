@@ -322,7 +322,7 @@ def test_start_as_current_span_decorates_sync_and_async_functions() -> None:
 
     @tracer.start_as_current_span("async")
     async def awork() -> int:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # suspends once: the span stays current across an await
         return trace.get_current_span().get_span_context().span_id
 
     ids = [work(), work(), asyncio.run(awork())]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ from .postgres import fresh_database
 from .processes import MODELOBS
 from .servers import free_port
 from .test_monitor import _offline_quality
+from .waiting import wait_until
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
@@ -98,15 +98,15 @@ def test_replicas_and_one_monitor_as_processes(
             replica = replicas[(i // 40 + 1) % 2]
             assert httpx.post(f"{replica}/feedback", json=feedback).status_code == 200
 
-        deadline = time.monotonic() + 30
-        while True:
+        seen: list[tuple] = []
+
+        def caught_up() -> tuple[dict, dict] | None:
             report = httpx.get(f"{monitor}/drift").json()
             quality = httpx.get(f"{monitor}/quality").json()
-            seen = report["window"]["size"], report["verdict_ready"], quality["window_size"]
-            if seen == (320, True, 100):
-                break
-            assert time.monotonic() < deadline, seen
-            time.sleep(0.1)
+            seen[:] = [(report["window"]["size"], report["verdict_ready"], quality["window_size"])]
+            return (report, quality) if seen[0] == (320, True, 100) else None
+
+        report, quality = wait_until(caught_up, lambda: str(seen[0]), timeout_s=30, poll_s=0.1)
         assert report["drifted_features"] == ["monthly_charges"]
         assert httpx.get(f"{replicas[0]}/drift").status_code == 404
 

@@ -11,7 +11,6 @@ per-class precision and recall within 0.05.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -25,6 +24,7 @@ from modelobs.model.store import ModelBundle
 from modelobs.monitoring.performance_estimation import Estimate, binary_rows, estimate
 
 from .conftest import VALID_RECORD, Stack, make_settings
+from .waiting import wait_until
 
 WINDOW = 5000
 ACCURACY_TOLERANCE = 0.03
@@ -132,16 +132,17 @@ def test_model_service_exports_the_estimate_of_its_answers(stack: Stack) -> None
     assert r.status_code == 200
     answers = r.json()["predictions"]
     assert {a["prediction"] for a in answers} == {"churn", "stay"}, "both classes predicted"
+
     # The embedded monitor reads the answers back from the store (flushed every 0.1 s,
     # polled every 0.2 s): wait until its estimation window holds all of them.
-    deadline = time.monotonic() + 30
-    while True:
+    def window_full() -> dict | None:
         points = stack.model.metric_points()
         sizes = points.get("modelobs.model.estimation_window.size", (None, []))[1]
-        if sizes and sizes[0].value == len(records):
-            break
-        assert time.monotonic() < deadline, f"estimation window never reached {len(records)}"
-        time.sleep(0.05)
+        return points if sizes and sizes[0].value == len(records) else None
+
+    points = wait_until(
+        window_full, f"estimation window never reached {len(records)}", timeout_s=30, poll_s=0.05
+    )
     (accuracy,) = points["modelobs.model.estimated_accuracy"][1]
     assert accuracy.value == pytest.approx(np.mean([a["score"] for a in answers]), abs=1e-5)
     assert accuracy.attributes["model.version"]

@@ -19,6 +19,7 @@ from modelobs.monitoring.store import id_time
 
 from .conftest import VALID_RECORD, Stack
 from .stores import model_env, model_process, stored
+from .waiting import wait_until_async
 
 
 def _row(i: int) -> PredictionRow:
@@ -93,6 +94,26 @@ async def _hammer(url: str, answered: list[str], stop_at: float) -> None:
         await asyncio.gather(*(worker() for _ in range(16)))
 
 
+# The load runs until the service goes away; this only bounds it should the service not.
+LOAD_BOUND_S = 60
+GOING = 200  # answered predictions that show the load is going: the moment to stop mid-load
+
+
+async def _under_load(answered: list[str], store_db: str | None = None) -> None:
+    """Returns once the load is going: more than GOING predictions answered (and with
+    ``store_db``, a flush has written some to it; read from the database itself, since the
+    service's look-up would flush its buffer)."""
+
+    async def going() -> bool:
+        if len(answered) <= GOING:
+            return False
+        return store_db is None or bool(await asyncio.to_thread(stored, store_db))
+
+    await wait_until_async(
+        going, lambda: f"the load did not get going ({len(answered)} answered)", 30, 0.05
+    )
+
+
 def test_graceful_stop_under_load_loses_no_answered_prediction(
     store_db: str, model_dir: Path, tmp_path: Path
 ) -> None:
@@ -101,8 +122,8 @@ def test_graceful_stop_under_load_loses_no_answered_prediction(
         answered: list[str] = []
 
         async def load_then_stop() -> None:
-            load = asyncio.create_task(_hammer(url, answered, time.monotonic() + 6))
-            await asyncio.sleep(2.0)
+            load = asyncio.create_task(_hammer(url, answered, time.monotonic() + LOAD_BOUND_S))
+            await _under_load(answered)
             proc.send_signal(signal.SIGTERM)  # mid-load
             await load
 
@@ -110,7 +131,7 @@ def test_graceful_stop_under_load_loses_no_answered_prediction(
         # uvicorn finishes in-flight requests and the lifespan, then re-raises the signal.
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
         assert "Application shutdown complete." in log_path.read_text()
-    assert len(answered) > 200, "the load did not get going"
+    assert len(answered) > GOING, "the load did not get going"
     missing = set(answered) - {r.prediction_id for r in stored(store_db)}
     assert not missing, f"{len(missing)} of {len(answered)} answered predictions not stored"
 
@@ -128,8 +149,8 @@ def test_sigkill_loses_only_the_unwritten_tail(
     with model_process(env, tmp_path / "model.log") as (url, proc):
 
         async def load_then_kill() -> float:
-            load = asyncio.create_task(_hammer(url, answered, time.monotonic() + 6))
-            await asyncio.sleep(2.0)
+            load = asyncio.create_task(_hammer(url, answered, time.monotonic() + LOAD_BOUND_S))
+            await _under_load(answered, store_db)
             proc.send_signal(signal.SIGKILL)
             killed_at = time.time()
             await load
@@ -137,7 +158,7 @@ def test_sigkill_loses_only_the_unwritten_tail(
 
         killed_at = asyncio.run(load_then_kill())
         assert proc.wait(timeout=30) == -signal.SIGKILL
-    assert len(answered) > 200, "the load did not get going"
+    assert len(answered) > GOING, "the load did not get going"
     rows = stored(store_db)
     kept = {r.prediction_id for r in rows}
     lost = [pid for pid in answered if pid not in kept]

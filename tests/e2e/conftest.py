@@ -24,7 +24,7 @@ import os
 import secrets
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -36,6 +36,8 @@ from deploy.native.summary import iter_spans, logs_query, prom_query
 
 from modelobs.flags import store
 from modelobs.model.data import EXAMPLE_RECORD
+from modelobs.settings import Settings
+from modelobs.telemetry.exemplars import TailSamplingPolicy
 from tests.processes import MODELOBS, start_or_fail
 from tests.rule_tuning import tune_rules
 from tests.waiting import wait_until
@@ -237,15 +239,25 @@ class Sent:
     response: httpx.Response
 
 
-def send(gateway_url: str, client: httpx.Client | None = None) -> Sent:
-    """One prediction through a gateway, under a trace id we choose (W3C traceparent)."""
-    trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+def send(gateway_url: str, client: httpx.Client | None = None, trace_id: str | None = None) -> Sent:
+    """One prediction through a gateway, under a trace id we choose (W3C traceparent; a random
+    one unless ``trace_id`` is given)."""
+    trace_id, parent = trace_id or secrets.token_hex(16), secrets.token_hex(8)
     headers = {"traceparent": f"00-{trace_id}-{parent}-01"}
     post = client.post if client else httpx.post
     response = post(
         f"{gateway_url}/v1/predict", json={"record": VALID_RECORD}, headers=headers, timeout=10
     )
     return Sent(trace_id, parent, response)
+
+
+def kept_trace_id() -> str:
+    """A random trace id that the collector's probabilistic policy keeps (TAIL_PERCENT, the
+    hash salt of the settings, as the collector's): a trace that reaches Jaeger however fast."""
+    policy = replace(TailSamplingPolicy.from_settings(Settings()), percent=TAIL_PERCENT)
+    while not policy.keeps_trace_id(trace_id := secrets.randbits(128)):
+        pass
+    return format(trace_id, "032x")
 
 
 def jaeger_trace(e2e: E2EStack, trace_id: str) -> list[dict]:

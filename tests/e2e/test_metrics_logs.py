@@ -9,6 +9,8 @@ import time
 import httpx
 import pytest
 
+from tests.waiting import wait_until
+
 from .conftest import E2EStack, jaeger_trace, send, wait_for_series
 
 pytestmark = pytest.mark.e2e
@@ -69,9 +71,9 @@ def test_latency_exemplar_names_a_trace_jaeger_has(e2e: E2EStack, traffic: dict)
     # Slow requests are all kept by tail sampling, so their exemplars resolve.
     for _ in range(3):
         assert send(e2e.slow_gateway_url).response.status_code == 200
-    deadline = time.monotonic() + 60
     checked: set[str] = set()
-    while time.monotonic() < deadline:
+
+    def one_resolves() -> bool:
         now = time.time()
         response = httpx.get(
             f"{e2e.prom_url}/api/v1/query_exemplars",
@@ -94,11 +96,17 @@ def test_latency_exemplar_names_a_trace_jaeger_has(e2e: E2EStack, traffic: dict)
                 continue
             checked.add(trace_id)
             if jaeger_trace(e2e, trace_id):
-                return
-        time.sleep(2)
-    raise AssertionError(
-        f"none of the {len(checked)} exemplar trace ids of the gateway latency histogram "
-        "is in Jaeger"
+                return True
+        return False
+
+    wait_until(
+        one_resolves,
+        lambda: (
+            f"none of the {len(checked)} exemplar trace ids of the gateway latency histogram "
+            "is in Jaeger"
+        ),
+        timeout_s=60,
+        poll_s=2,
     )
 
 
@@ -125,12 +133,14 @@ def _log_records(e2e: E2EStack) -> list[tuple[dict, dict]]:
 def test_request_logs_reach_the_log_pipeline_with_the_trace_id(e2e: E2EStack) -> None:
     sent = send(e2e.gateway_url)
     assert sent.response.status_code == 200, sent.response.text
-    deadline = time.monotonic() + 30
-    mine: list[tuple[dict, dict]] = []
-    while time.monotonic() < deadline and not mine:
-        mine = [(res, rec) for res, rec in _log_records(e2e) if rec.get("traceId") == sent.trace_id]
-        time.sleep(0.5)
-    assert mine, f"no log record with trace id {sent.trace_id} in {e2e.files_dir}/logs.jsonl"
+    mine: list[tuple[dict, dict]] = wait_until(
+        lambda: [
+            (res, rec) for res, rec in _log_records(e2e) if rec.get("traceId") == sent.trace_id
+        ],
+        f"no log record with trace id {sent.trace_id} in {e2e.files_dir}/logs.jsonl",
+        timeout_s=30,
+        poll_s=0.5,
+    )
     resource, record = next(
         ((res, rec) for res, rec in mine if "prediction" in json.dumps(rec.get("body", {}))),
         mine[0],

@@ -11,7 +11,6 @@ panel and ServiceTelemetryDropped see those losses through the SDK's self-metric
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from deploy.native.supervisor import Supervisor, SupervisorError
 from modelobs.model.data import EXAMPLE_RECORD
 from tests.dashboard_queries import DashboardQuery, prometheus_queries
 from tests.rule_tuning import RULES_FILE, tune_rules
+from tests.waiting import poll_until
 
 from .conftest import E2EStack, run_load
 
@@ -134,11 +134,13 @@ def _service_queries(service: str) -> list[DashboardQuery]:
 def _wait_for_data(prom_url: str, exprs: list[str], timeout_s: float) -> list[str]:
     """The expressions still without data at the deadline (rates need two scrapes, the
     drift and quality gauges a recomputation)."""
-    deadline = time.monotonic() + timeout_s
-    empty = [e for e in exprs if not prom_query(prom_url, e)]
-    while empty and time.monotonic() < deadline:
-        time.sleep(2)
-        empty = [e for e in empty if not prom_query(prom_url, e)]
+    empty = list(exprs)
+
+    def all_have_data() -> bool:
+        empty[:] = [e for e in empty if not prom_query(prom_url, e)]
+        return not empty
+
+    poll_until(all_have_data, timeout_s, poll_s=2)
     return empty
 
 
@@ -171,11 +173,14 @@ def test_alert_key_series_and_drops_are_seen(pull: PullStack, service: str) -> N
     # failing while waiting, so the rate has two different points to see.
     signals: set[str] = set()
     with httpx.Client(base_url=pull.gateway_url, timeout=10) as client:
-        deadline = time.monotonic() + 90
-        while "spans" not in signals and time.monotonic() < deadline:
+
+        def spans_dropped_seen() -> bool:
             client.post("/v1/predict", json={"record": EXAMPLE_RECORD})
-            signals = {r["metric"]["signal"] for r in prom_query(pull.prom_url, dropped)}
-            time.sleep(0.5)
+            signals.clear()
+            signals.update(r["metric"]["signal"] for r in prom_query(pull.prom_url, dropped))
+            return "spans" in signals
+
+        poll_until(spans_dropped_seen, timeout_s=90, poll_s=0.5)
     assert prom_query(pull.prom_url, key), f"no {key}"
     assert "spans" in signals, f"failed span exports not seen by the rule: {signals}"
 

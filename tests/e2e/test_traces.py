@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
+from tests.waiting import poll_until, wait_behind_markers
+
 from .conftest import (
-    DECISION_WAIT_S,
     SAMPLING_INSTANCE,
     E2EStack,
     jaeger_trace,
+    kept_trace_id,
     prom,
     send,
     wait_for_trace,
@@ -108,15 +108,18 @@ def test_fast_successful_traces_are_mostly_dropped_but_all_counted(e2e: E2EStack
             trace_ids.append(sent.trace_id)
 
     # Span metrics sit before sampling: every request is counted, exactly once.
-    deadline = time.monotonic() + 45
+    poll_until(lambda: span_metric_calls(e2e) >= requests, timeout_s=45, poll_s=1)
     counted = span_metric_calls(e2e)
-    while counted < requests and time.monotonic() < deadline:
-        time.sleep(1)
-        counted = span_metric_calls(e2e)
     assert counted == requests, f"span metrics counted {counted} gateway server spans"
 
-    # Every decision is due DECISION_WAIT_S after the last span; give export time on top.
-    time.sleep(DECISION_WAIT_S + 4)
+    # Every span has reached the collector. The traces it keeps are in Jaeger once traces
+    # sent afterwards, through the same gateway and kept for sure, are there too.
+    wait_behind_markers(
+        lambda: send(e2e.sampling_gateway_url, trace_id=kept_trace_id()).trace_id,
+        lambda trace_id: jaeger_trace(e2e, trace_id),
+        "a trace sent after the others, in Jaeger",
+        timeout_s=30,
+    )
     kept = [t for t in trace_ids if jaeger_trace(e2e, t)]
     share = len(kept) / requests
     print(f"tail sampling kept {len(kept)}/{requests} fast traces ({share:.0%})")

@@ -23,6 +23,7 @@ from deploy.native import components as native
 from deploy.native.supervisor import Running, Supervisor, SupervisorError
 
 from modelobs.model.data import EXAMPLE_RECORD
+from tests.waiting import poll_until, wait_until
 
 from .collector_output import by_instance, job_samples
 
@@ -120,12 +121,15 @@ def test_the_parent_exports_nothing_and_each_worker_exports_itself(
     children = workers_of(parent)
     assert len(children) == WORKERS, [c.cmdline() for c in parent.children()]
     # The workers' exporters connect once their first export is due (every second here).
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if all(otlp_connections(c, worker_stack.otlp_port) for c in children):
-            break
-        time.sleep(0.2)
-    assert all(otlp_connections(c, worker_stack.otlp_port) for c in children)
+    wait_until(
+        lambda: all(otlp_connections(c, worker_stack.otlp_port) for c in children),
+        lambda: (
+            f"OTLP connections per worker: "
+            f"{[otlp_connections(c, worker_stack.otlp_port) for c in children]}"
+        ),
+        timeout_s=30,
+        poll_s=0.2,
+    )
     assert otlp_connections(parent, worker_stack.otlp_port) == 0
 
 
@@ -135,16 +139,18 @@ def test_two_workers_report_as_two_instances_and_every_prediction_once(
     sent = 0
     deadline = time.monotonic() + 120
     by_instance: dict[str, float] = {}
+
+    def caught_up() -> bool:
+        by_instance.clear()
+        by_instance.update(
+            exported(worker_stack.collector_metrics_url).get("modelobs_predictions_total", {})
+        )
+        return sum(by_instance.values()) >= sent
+
     while time.monotonic() < deadline:
         sent += predict_on_fresh_connections(worker_stack.model_url, BATCH)
         # Wait for the counters to catch up with what was sent (export every second).
-        while time.monotonic() < deadline:
-            by_instance = dict(
-                exported(worker_stack.collector_metrics_url).get("modelobs_predictions_total", {})
-            )
-            if sum(by_instance.values()) >= sent:
-                break
-            time.sleep(0.5)
+        poll_until(caught_up, timeout_s=max(0.0, deadline - time.monotonic()), poll_s=0.5)
         if len(by_instance) == WORKERS and all(by_instance.values()):
             break
     assert sum(by_instance.values()) == sent, (by_instance, sent)

@@ -31,6 +31,7 @@ import pytest
 
 from modelobs.model.data import EXAMPLE_RECORD
 from tests.hostile_payloads import table
+from tests.waiting import wait_until
 
 from .conftest import E2EStack, prom
 
@@ -45,13 +46,6 @@ CANARY_NUMBERS = ("73.123456789", "41.987654321")
 def _exported_texts(e2e: E2EStack, name: str) -> str:
     path = e2e.files_dir / name
     return path.read_text(errors="replace") if path.exists() else ""
-
-
-def _wait_for(condition, what: str, timeout_s: float = 60) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s}s"
-        time.sleep(0.5)
 
 
 def test_feature_values_never_reach_the_collector(e2e: E2EStack) -> None:
@@ -76,13 +70,17 @@ def test_feature_values_never_reach_the_collector(e2e: E2EStack) -> None:
         assert response.status_code in (200, 422), response.text
         trace_ids.append(trace_id)
     # Every trace (slow: always kept) and the logs of each request are exported.
-    _wait_for(
+    wait_until(
         lambda: all(t in _exported_texts(e2e, "traces.jsonl") for t in trace_ids),
         "the traces in traces.jsonl",
+        timeout_s=60,
+        poll_s=0.5,
     )
-    _wait_for(
+    wait_until(
         lambda: all(t in _exported_texts(e2e, "logs.jsonl") for t in trace_ids),
         "the log records in logs.jsonl",
+        timeout_s=60,
+        poll_s=0.5,
     )
     for name in ("traces.jsonl", "logs.jsonl"):
         text = _exported_texts(e2e, name)
@@ -191,10 +189,11 @@ def _drained(e2e: E2EStack) -> None:
         timeout=30,
     )
     assert response.status_code == 200, response.text
-    _wait_for(
+    wait_until(
         lambda: trace_id in _exported_texts(e2e, "logs.jsonl"),
         "the next request's logs under its own trace id",
-        120,
+        timeout_s=120,
+        poll_s=0.5,
     )
 
 
@@ -206,9 +205,11 @@ def _requests_seen(e2e: E2EStack) -> float:
 def _settled(e2e: E2EStack, at_least: float) -> list[dict]:
     """The services' series once Prometheus has counted ``at_least`` gateway requests and
     one more scrape has passed (its series list is then complete for them)."""
-    _wait_for(lambda: _requests_seen(e2e) >= at_least, "the requests counted in Prometheus", 90)
+    wait_until(
+        lambda: _requests_seen(e2e) >= at_least, "the requests counted in Prometheus", 90, 0.5
+    )
     target = _requests_seen(e2e) + 1  # the steady load moves it on within a scrape or two
-    _wait_for(lambda: _requests_seen(e2e) >= target, "one more scrape", 60)
+    wait_until(lambda: _requests_seen(e2e) >= target, "one more scrape", 60, 0.5)
     return _series(e2e)
 
 

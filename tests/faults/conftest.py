@@ -16,6 +16,7 @@ FAILS every test (never a skip).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 from deploy.native import components as native
 from deploy.native.readiness import log_tail
+from deploy.native.summary import iter_spans
 from deploy.native.supervisor import Process, Supervisor
 
 from tests.e2e.conftest import require_binaries
@@ -81,6 +83,17 @@ class FaultStack:
 
     def log_text(self, name: str) -> str:
         return (self.cfg.run_dir / f"{name}.log").read_text(errors="replace")
+
+    def exported_text(self, name: str) -> str:
+        """The collector's file export ``name`` (traces.jsonl, logs.jsonl; "" before any)."""
+        path = self.cfg.run_dir / "otelcol" / "files" / name
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def exported_spans(self) -> Iterator[dict]:
+        """Every span of the collector's trace file export (each with its ``_service``)."""
+        for line in self.exported_text("traces.jsonl").splitlines():
+            if line.strip():
+                yield from iter_spans({"result": json.loads(line)})
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,9 @@ import time
 import httpx
 import pytest
 
+from tests.e2e.conftest import send
+from tests.waiting import wait_until
+
 from .conftest import SERVICES, FaultStack
 from .load import cpu_s, load_phase, rss_mib, scrape, total
 
@@ -63,22 +66,34 @@ def _collector_accepted(stack: FaultStack, counter: str) -> float:
     return total(s, counter) + total(s, f"{counter}_total")
 
 
+def _marker_out(stack: FaultStack, trace_id: str) -> bool:
+    """The request traced ``trace_id`` has left both services' SDKs: its spans from both and
+    its (model service) log record are in the collector's file export."""
+    services = {s["_service"] for s in stack.exported_spans() if s["traceId"] == trace_id}
+    return services >= set(SERVICES) and trace_id in stack.exported_text("logs.jsonl")
+
+
 def _settled(stack: FaultStack, timeout_s: float = 60) -> dict[str, dict[str, float]]:
-    """Wait until both services' SDKs hold nothing (queues empty, no export in flight) and
-    their counts stand still; return them. (The collector counts a batch as accepted before
-    the export that sent it returns.)"""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        counts = {sig: _sdk_counts(stack, word) for sig, (word, _) in SIGNALS.items()}
-        idle = all(c["queued"] == 0 and c["submitted"] == c["exported"] for c in counts.values())
-        if idle:
-            time.sleep(0.5)  # and nothing moved meanwhile
-            again = {sig: _sdk_counts(stack, word) for sig, (word, _) in SIGNALS.items()}
-            if again == counts:
-                return counts
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the services' SDK queues did not drain: {counts}")
-        time.sleep(0.5)
+    """The services' SDK counts once nothing of the load is left in them; return them.
+    A request sent after the load is the marker: each SDK exports its queue in order, so
+    once the marker's spans and log record are out, so is everything queued before them.
+    Then wait until both SDKs hold nothing (queues empty, no export in flight: the
+    collector counts a batch as accepted before the export that sent it returns)."""
+    marker = send(stack.gateway_url).trace_id
+    wait_until(
+        lambda: _marker_out(stack, marker),
+        f"a request sent after the load (trace {marker}), in the collector's file export",
+        timeout_s,
+        poll_s=0.5,
+    )
+    counts: dict[str, dict[str, float]] = {}
+
+    def idle() -> bool:
+        counts.update({sig: _sdk_counts(stack, word) for sig, (word, _) in SIGNALS.items()})
+        return all(c["queued"] == 0 and c["submitted"] == c["exported"] for c in counts.values())
+
+    wait_until(idle, lambda: f"the services' SDK queues did not drain: {counts}", timeout_s, 0.5)
+    return counts
 
 
 def test_collector_killed_for_30s_costs_no_request_and_every_drop_is_counted(
@@ -105,7 +120,7 @@ def test_collector_killed_for_30s_costs_no_request_and_every_drop_is_counted(
         window_start.update({sig: _sdk_counts(stack, word) for sig, (word, _) in SIGNALS.items()})
         while time.monotonic() - killed < OUTAGE_S - 1:
             sample_rss()
-            time.sleep(0.5)
+            time.sleep(0.5)  # the outage lasts OUTAGE_S by design; RSS is sampled meanwhile
 
     def comeback() -> None:
         stack.start("otelcol")

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from modelobs.model.data import EXAMPLE_RECORD
+from tests.waiting import wait_until
 
 from .conftest import FaultStack
 from .load import load_phase
@@ -29,10 +30,15 @@ def _predict(client: httpx.Client, url: str) -> httpx.Response:
 
 
 def _wait_ready(url: str, want: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (status := httpx.get(f"{url}/readyz", timeout=5).status_code) != want:
-        assert time.monotonic() < deadline, f"{url}/readyz answers {status}, not {want}"
-        time.sleep(0.2)
+    status: list[int] = []
+
+    def answers_want() -> bool:
+        status[:] = [httpx.get(f"{url}/readyz", timeout=5).status_code]
+        return status[0] == want
+
+    wait_until(
+        answers_want, lambda: f"{url}/readyz answers {status[0]}, not {want}", timeout_s, 0.2
+    )
 
 
 def test_gateway_answers_503_at_once_and_recovers_after_a_sigkill(
@@ -96,10 +102,12 @@ def test_every_acknowledged_prediction_survives_a_graceful_stop(fault_stack: Fau
     senders = [threading.Thread(target=send, daemon=True) for _ in range(SENDERS)]
     for thread in senders:
         thread.start()
-    deadline = time.monotonic() + 30
-    while len(acknowledged) < 200:
-        assert time.monotonic() < deadline, f"only {len(acknowledged)} predictions in 30 s"
-        time.sleep(0.05)
+    wait_until(
+        lambda: len(acknowledged) >= 200,
+        lambda: f"only {len(acknowledged)} predictions",
+        timeout_s=30,
+        poll_s=0.05,
+    )
     stack.kill("model-service", graceful=True)  # SIGTERM, and wait until it has ended
     stop.set()
     for thread in senders:

@@ -28,7 +28,7 @@ from deploy.native.net import free_ports
 from modelobs.loadgen.scenarios import Scenario
 from modelobs.model.data import EXAMPLE_RECORD
 
-from ..waiting import poll_until
+from ..waiting import poll_until, wait_until
 from .conftest import FaultStack
 from .load import load_phase, scrape, total
 
@@ -99,26 +99,31 @@ def _served(url: str, name: str, seconds: float = 5):
 
 
 def _wait_rows(db: Path, at_least: int, timeout_s: float = 20) -> int:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    """The rows of ``db`` once there are ``at_least``, or how many there are at the deadline."""
+    rows = [0]
+
+    def enough() -> bool:
         try:
-            rows = _rows(db) if db.exists() else 0
+            rows[0] = _rows(db) if db.exists() else 0
         except sqlite3.Error:
-            rows = 0
-        if rows >= at_least or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.2)
+            rows[0] = 0
+        return rows[0] >= at_least
+
+    poll_until(enough, timeout_s, poll_s=0.2)
+    return rows[0]
 
 
 def _resumed(url: str, db: Path, timeout_s: float = 10) -> float:
     """Seconds until a prediction is written again (one request at a time meanwhile)."""
     t0 = time.monotonic()
     with httpx.Client() as client:
-        while True:
+
+        def written() -> bool:
             client.post(f"{url}/predict", json={"record": EXAMPLE_RECORD}, timeout=5)
-            if _wait_rows(db, 1, timeout_s=0.5) >= 1:
-                return time.monotonic() - t0
-            assert time.monotonic() - t0 < timeout_s, "writing never resumed"
+            return _wait_rows(db, 1, timeout_s=0.5) >= 1
+
+        wait_until(written, "writing never resumed", timeout_s, poll_s=0)
+    return time.monotonic() - t0
 
 
 def _failure_logged(stack: FaultStack) -> int:

@@ -12,7 +12,6 @@ time): traces accepted before the restart were in the queue across it.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -20,6 +19,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from deploy.native.summary import iter_spans
+
+from tests.e2e.conftest import send
+from tests.waiting import poll_until, wait_behind_markers
 
 from .conftest import DECISION_WAIT_S, FaultStack
 from .load import Phase, load_phase, scrape, total
@@ -46,15 +48,11 @@ def _exported_traces(stack: FaultStack) -> tuple[dict[str, int], dict[str, int]]
     """From the file export: spans per trace id, and each trace's gateway root start (ns)."""
     spans: Counter[str] = Counter()
     roots: dict[str, int] = {}
-    path = stack.cfg.run_dir / "otelcol" / "files" / "traces.jsonl"
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        for span in iter_spans({"result": json.loads(line)}):
-            trace_id = span["traceId"]
-            spans[trace_id] += 1
-            if span["_service"] == "gateway" and not span.get("parentSpanId"):
-                roots[trace_id] = int(span["startTimeUnixNano"])
+    for span in stack.exported_spans():
+        trace_id = span["traceId"]
+        spans[trace_id] += 1
+        if span["_service"] == "gateway" and not span.get("parentSpanId"):
+            roots[trace_id] = int(span["startTimeUnixNano"])
     return dict(spans), roots
 
 
@@ -68,17 +66,15 @@ def _jaeger_spans(stack: FaultStack, client: httpx.Client, trace_id: str) -> int
 
 
 def _stable_export(stack: FaultStack, timeout_s: float = 30) -> tuple[dict[str, int], dict]:
-    """The file export once every trace of the load is decided and written (two reads, one
-    tail-sampling decision apart, agree)."""
-    deadline = time.monotonic() + timeout_s
-    last = _exported_traces(stack)
-    while time.monotonic() < deadline:
-        time.sleep(DECISION_WAIT_S + 1)
-        now = _exported_traces(stack)
-        if now == last:
-            return now
-        last = now
-    raise AssertionError("the collector's file export kept changing after the load ended")
+    """The file export once every trace of the load is decided and written: traces sent
+    through the gateway after the load (all kept here) are in it."""
+    wait_behind_markers(
+        lambda: send(stack.gateway_url).trace_id,
+        lambda trace_id: trace_id in stack.exported_text("traces.jsonl"),
+        "a trace sent after the load, in the collector's file export",
+        timeout_s,
+    )
+    return _exported_traces(stack)
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +109,15 @@ def outage(fault_stack: FaultStack) -> Outage:
     }
     # The queue retries every 5-30 s: give it a few rounds to deliver.
     found: dict[str, int] = {}
-    deadline = time.monotonic() + 120
     with httpx.Client() as client:
-        while True:
+
+        def all_delivered() -> bool:
             for trace_id, want in accepted.items():
                 if found.get(trace_id, 0) < want:
                     found[trace_id] = _jaeger_spans(stack, client, trace_id)
-            if all(found[t] >= n for t, n in accepted.items()) or time.monotonic() > deadline:
-                break
-            time.sleep(2)
+            return all(found[t] >= n for t, n in accepted.items())
+
+        poll_until(all_delivered, timeout_s=120, poll_s=2)
     starts = {t: roots[t] for t in accepted}
     result = Outage(
         phases,
