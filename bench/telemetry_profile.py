@@ -57,7 +57,6 @@ from modelobs.telemetry.exporters import (  # noqa: E402
     FastEncodingLogExporter,
     FastEncodingSpanExporter,
 )
-from modelobs.telemetry.otlp_encoding import FRAMED  # noqa: E402
 from results_file import write_results  # noqa: E402
 from server_instrumentation import request as one_request  # noqa: E402
 from telemetry_overhead import git_commit  # noqa: E402
@@ -255,13 +254,9 @@ async def collect_items(setup: Setup, n: int) -> tuple[list[Any], list[Any]]:
 
 def encoding_us(spans: list[Any], logs: list[Any], rounds: int) -> dict[str, float]:
     """µs per item to encode and serialise a batch: the official encoder against ours (the
-    request's bytes, as telemetry/exporters.py hands them to gRPC, from items not encoded
-    before). Tight loops, interleaved, medians: far steadier than whole requests on a shared
-    machine."""
-    for span in spans:  # what a pre-encoding processor attached (telemetry/pre_encoding.py)
-        span.__dict__.pop(FRAMED, None)
-    for log in logs:
-        log.log_record.__dict__.pop(FRAMED, None)
+    request's bytes, as telemetry/exporters.py hands them to gRPC, from spans and records
+    not encoded before). Tight loops, interleaved, medians: far steadier than whole requests
+    on a shared machine."""
     cases: dict[str, tuple[Any, int]] = {
         "span, official": (lambda: encode_spans(spans).SerializeToString(), len(spans)),
         "span, ours": (

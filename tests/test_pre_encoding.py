@@ -1,4 +1,4 @@
-"""Spans and log records encoded as they end (pre_encoding.py) reach a real gRPC OTLP
+"""Spans and log records queued encoded as they end (pre_encoding.py) reach a real gRPC OTLP
 receiver as the official encoder would have sent them, without being encoded again at
 export, through the exporters' bytes stub (exporters.py)."""
 
@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from modelobs.telemetry import otlp_encoding
 from modelobs.telemetry.exporters import FastEncodingLogExporter, FastEncodingSpanExporter
 from modelobs.telemetry.pre_encoding import (
+    Encoded,
     PreEncodingBatchLogRecordProcessor,
     PreEncodingBatchSpanProcessor,
 )
@@ -62,11 +63,29 @@ def _encode_forbidden(*_args: Any) -> bytes:
     raise AssertionError("an item was encoded again at export")
 
 
+class _SpanItems(FastEncodingSpanExporter):
+    """The gRPC span exporter, noting the types of the items it is handed."""
+
+    item_types: frozenset[type] = frozenset()
+
+    def _translate_data(self, data: Any) -> bytes:
+        self.item_types = frozenset(type(item) for item in data)
+        return super()._translate_data(data)
+
+
+class _LogItems(FastEncodingLogExporter):
+    item_types: frozenset[type] = frozenset()
+
+    def _translate_data(self, data: Any) -> bytes:
+        self.item_types = frozenset(type(item) for item in data)
+        return super()._translate_data(data)
+
+
 def test_spans_arrive_as_the_official_encoder_sends_them_encoded_once(
     receiver: tuple[_Receiver, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     received, endpoint = receiver
-    exporter = FastEncodingSpanExporter(endpoint=endpoint, insecure=True)
+    exporter = _SpanItems(endpoint=endpoint, insecure=True)
     telemetry = build_telemetry("pre-encoding-test", span_exporter=exporter)
     kept = InMemorySpanExporter()
     telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(kept))
@@ -78,20 +97,20 @@ def test_spans_arrive_as_the_official_encoder_sends_them_encoded_once(
         with tracer.start_as_current_span("model inference") as child:
             child.set_status(Status(StatusCode.ERROR, "boom"))
     spans = kept.get_finished_spans()
-    assert all(getattr(s, otlp_encoding.FRAMED, None) for s in spans)
     # From here on, encoding a span fails: the export must send what was encoded at the end.
     monkeypatch.setattr(otlp_encoding, "encode_span", _encode_forbidden)
     assert telemetry.tracer_provider.force_flush(10_000)
     telemetry.shutdown()
     (request,) = received.traces
     assert request == encode_spans(spans)
+    assert exporter.item_types == {Encoded}  # the queue held bytes, not the spans
 
 
 def test_log_records_arrive_as_the_official_encoder_sends_them_encoded_once(
     receiver: tuple[_Receiver, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     received, endpoint = receiver
-    exporter = FastEncodingLogExporter(endpoint=endpoint, insecure=True)
+    exporter = _LogItems(endpoint=endpoint, insecure=True)
     telemetry = build_telemetry("pre-encoding-test", log_exporter=exporter)
     kept = InMemoryLogRecordExporter()
     telemetry.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(kept))
@@ -105,12 +124,12 @@ def test_log_records_arrive_as_the_official_encoder_sends_them_encoded_once(
         )
     logger.emit(severity_number=SeverityNumber.WARN, body="no span", event_name="my.event")
     records = kept.get_finished_logs()
-    assert all(getattr(r.log_record, otlp_encoding.FRAMED, None) for r in records)
     monkeypatch.setattr(otlp_encoding, "encode_log", _encode_forbidden)
     assert telemetry.logger_provider.force_flush(10_000)
     telemetry.shutdown()
     (request,) = received.logs
     assert request == encode_logs(records)
+    assert exporter.item_types == {Encoded}
     assert [r.trace_id != 0 for r in (rec.log_record for rec in records)] == [True, False]
 
 

@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import httpx
+import numpy as np
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,6 +20,9 @@ from modelobs.loadgen.runner import LoadResult, run_load
 from modelobs.loadgen.scenarios import Scenario
 
 RPS = 20.0
+# A phase's p99 is read window by window (as a dashboard reads p99 per interval): one pause
+# of the shared machine then moves one window, not the phase's figure.
+WINDOW_S = 5.0
 
 
 @dataclass
@@ -39,11 +43,30 @@ class Phase:
     def p99_ms(self) -> float:
         return self.result.percentile_ms(99)
 
+    def window_p99s_ms(self, window_s: float = WINDOW_S) -> list[float]:
+        """The p99 of each consecutive ``window_s`` of the phase (requests in the order they
+        were answered, split into as many equal runs as the phase has windows)."""
+        latencies = self.result.latencies_s
+        elapsed = (self.result.finished or self.result.started) - self.result.started
+        windows = max(1, min(len(latencies), round(elapsed / window_s)))
+        size = len(latencies) / windows
+        return [
+            float(np.percentile(latencies[round(i * size) : round((i + 1) * size)], 99) * 1000)
+            for i in range(windows)
+        ]
+
+    @property
+    def windowed_p99_ms(self) -> float:
+        """The median of the windows' p99s: the phase's p99 as its typical window shows it."""
+        return float(np.median(self.window_p99s_ms()))
+
     def line(self) -> str:
         statuses = dict(sorted(self.result.statuses.items()))
+        windows = " ".join(f"{p:.0f}" for p in self.window_p99s_ms())
         return (
             f"{self.name:>8}: sent {self.sent:5d}  failed {self.failed:4d}  "
-            f"p50 {self.result.percentile_ms(50):7.1f} ms  p99 {self.p99_ms:7.1f} ms  {statuses}"
+            f"p50 {self.result.percentile_ms(50):7.1f} ms  p99 {self.p99_ms:7.1f} ms  "
+            f"p99 by {WINDOW_S:g} s window [{windows}] ms  {statuses}"
         )
 
 

@@ -10,11 +10,12 @@ version, status), so each attribute's encoded bytes are cached by key and value.
 
 The exporters (``exporters.py``) send these bytes as the request, through the SDK's gRPC
 exporters' transport, retries and self-metrics. Items the pre-encoding processors
-(``pre_encoding.py``) encoded as they ended carry their framed message (``FRAMED``), so the
-export thread only joins bytes. ``tests/test_otlp_encoding.py`` holds it equal, message for
-message, to the official encoder on spans and logs of every shape (events, links, every
-attribute type, trace state, remote parents, several resources and scopes), pre-encoded or
-not.
+(``pre_encoding.py``) queue carry their framed message (``FRAMED``), encoded as the span
+ended or the record was emitted, so the export thread only joins bytes.
+``tests/test_otlp_encoding.py`` holds it equal, message for message, to the official encoder
+on spans and logs of every shape (events, links, every attribute type, trace state, remote
+parents, several resources and scopes); ``tests/test_pre_encoding.py`` the same for items
+queued encoded.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ _pack_fixed32 = struct.Struct("<I").pack
 # A cache holds at most this many attribute encodings; when full it starts over, so
 # high-cardinality values (client ports, ids) cost one clear now and then, never memory.
 CACHE_LIMIT = 8192
-# The attribute where a span or log record (the API record inside it) carries its own message,
-# already encoded and framed as a field of its scope message (pre_encoding.py).
+# The attribute where an item queued by the pre-encoding processors (pre_encoding.py) carries
+# its span's or log record's message, already encoded and framed as a field of its scope
+# message.
 FRAMED = "_modelobs_otlp_framed"
 
 
@@ -323,7 +325,7 @@ def framed_log(readable: Any) -> bytes:
 
 
 def _framed_log_once(readable: Any) -> bytes:
-    framed = getattr(readable.log_record, FRAMED, None)
+    framed = getattr(readable, FRAMED, None)
     return framed if framed is not None else framed_log(readable)
 
 
