@@ -29,8 +29,10 @@ from .load import cpu_s, load_phase, rss_mib, scrape, total
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 OUTAGE_S = 30
-# The issue asks for p99 within 1.5x; see the assertions for why the median is held.
 FACTOR = 1.5
+# Requests per second in this test's phases: 250 per 5 s window, so a window's p99 is not
+# one request's latency.
+LOAD_RPS = 50.0
 # Allowed RSS growth of each service during the outage: its SDK queues are bounded (2048 spans,
 # 2048 log records, each a few KiB at most), so anything beyond this would be an unbounded
 # buffer.
@@ -101,9 +103,9 @@ def test_collector_killed_for_30s_costs_no_request_and_every_drop_is_counted(
 ) -> None:
     stack = fault_stack
     pids = {name: stack.pid(name) for name in SERVICES}
-    load_phase("warm-up", stack.gateway_url, 3)
+    load_phase("warm-up", stack.gateway_url, 3, rps=LOAD_RPS)
     cpu = [cpu_s(list(pids.values()))]
-    before = load_phase("before", stack.gateway_url, 15)
+    before = load_phase("before", stack.gateway_url, 15, rps=LOAD_RPS)
     cpu.append(cpu_s(list(pids.values())))
     rss_before = {name: rss_mib(pid) for name, pid in pids.items()}
     rss_peak = dict(rss_before)
@@ -126,9 +128,9 @@ def test_collector_killed_for_30s_costs_no_request_and_every_drop_is_counted(
         stack.start("otelcol")
         sample_rss()
 
-    during = load_phase("during", stack.gateway_url, OUTAGE_S, beside=outage)
+    during = load_phase("during", stack.gateway_url, OUTAGE_S, rps=LOAD_RPS, beside=outage)
     cpu.append(cpu_s(list(pids.values())))
-    after = load_phase("after", stack.gateway_url, 15, beside=comeback)
+    after = load_phase("after", stack.gateway_url, 15, rps=LOAD_RPS, beside=comeback)
     window_end = _settled(stack)
 
     cpu_ms = {  # the services' CPU time per request, phase by phase
@@ -157,9 +159,11 @@ def test_collector_killed_for_30s_costs_no_request_and_every_drop_is_counted(
     assert before.failed == during.failed == after.failed == 0
     # The services do no more work per request while the collector is gone.
     assert cpu_ms["during"] <= FACTOR * cpu_ms["before"], cpu_ms
-    # Latency: the median, not the p99. On the shared 2-core machine the p99 of a 300-request
-    # phase moved 20-245 ms between phases with nothing failing (CPU per request steady at
-    # ~8 ms); the median and the CPU per request are what the outage would move.
+    # Latency: the p99 of the outage against the p99 before, each read window by window
+    # (median of the 5 s windows' p99s, load.py): on the shared 2-core machine one pause
+    # of another job moved a whole phase's p99 of 300 requests by 20-245 ms with nothing
+    # failing; it moves one window. The median too.
+    assert during.windowed_p99_ms <= FACTOR * before.windowed_p99_ms, (before.line(), during.line())
     for phase in (during, after):
         assert phase.result.percentile_ms(50) <= FACTOR * before.result.percentile_ms(50), (
             phase.line()
