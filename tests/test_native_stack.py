@@ -175,7 +175,7 @@ def test_an_address_outside_the_stack_is_refused() -> None:
 
 # --------------------------------------------------------------------------- processes
 
-SLEEPER = "import time; time.sleep(300)"  # a child process's payload: it only has to live
+SLEEPER = "import threading; threading.Event().wait(300)"  # a child that only has to live
 # The leader starts a child in its own process group, then exits: the child is left behind.
 ORPHANER = (
     "import subprocess, sys; "

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import send
-from tests.waiting import wait_until
+from tests.waiting import poll_until, wait_until
 
 from .conftest import SERVICES, FaultStack
 from .load import cpu_s, load_phase, rss_mib, scrape, total
@@ -120,9 +120,13 @@ def test_collector_killed_for_30s_costs_no_request_and_every_drop_is_counted(
         killed = time.monotonic()
         # The old collector is gone: from here on nothing can reach a collector.
         window_start.update({sig: _sdk_counts(stack, word) for sig, (word, _) in SIGNALS.items()})
-        while time.monotonic() - killed < OUTAGE_S - 1:
+
+        def outage_over() -> bool:
+            """RSS sampled on every poll, until the outage has lasted its time."""
             sample_rss()
-            time.sleep(0.5)  # the outage lasts OUTAGE_S by design; RSS is sampled meanwhile
+            return time.monotonic() - killed >= OUTAGE_S - 1
+
+        poll_until(outage_over, timeout_s=OUTAGE_S, poll_s=0.5)
 
     def comeback() -> None:
         stack.start("otelcol")
