@@ -53,10 +53,7 @@ from modelobs.apps import model_service  # noqa: E402
 from modelobs.model.data import EXAMPLE_RECORD  # noqa: E402
 from modelobs.settings import Settings  # noqa: E402
 from modelobs.telemetry import Telemetry, build_telemetry, configure_logging  # noqa: E402
-from modelobs.telemetry.exporters import (  # noqa: E402
-    FastEncodingLogExporter,
-    FastEncodingSpanExporter,
-)
+from modelobs.telemetry.otlp_encoding import encode_logs_bytes, encode_spans_bytes  # noqa: E402
 from results_file import write_results  # noqa: E402
 from server_instrumentation import request as one_request  # noqa: E402
 from telemetry_overhead import git_commit  # noqa: E402
@@ -99,7 +96,7 @@ class WireSpanExporter(EncodingSpanExporter):
     sends_pre_encoded = True
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        FastEncodingSpanExporter._translate_data(None, spans)  # type: ignore[arg-type]
+        encode_spans_bytes(spans)
         self.items += len(spans)
         return SpanExportResult.SUCCESS
 
@@ -108,7 +105,7 @@ class WireLogExporter(EncodingLogExporter):
     sends_pre_encoded = True
 
     def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
-        FastEncodingLogExporter._translate_data(None, batch)  # type: ignore[arg-type]
+        encode_logs_bytes(batch)
         self.items += len(batch)
         return LogRecordExportResult.SUCCESS
 
@@ -260,12 +257,12 @@ def encoding_us(spans: list[Any], logs: list[Any], rounds: int) -> dict[str, flo
     cases: dict[str, tuple[Any, int]] = {
         "span, official": (lambda: encode_spans(spans).SerializeToString(), len(spans)),
         "span, ours": (
-            lambda: FastEncodingSpanExporter._translate_data(None, spans),  # type: ignore[arg-type]
+            lambda: encode_spans_bytes(spans),
             len(spans),
         ),
         "log record, official": (lambda: encode_logs(logs).SerializeToString(), len(logs)),
         "log record, ours": (
-            lambda: FastEncodingLogExporter._translate_data(None, logs),  # type: ignore[arg-type]
+            lambda: encode_logs_bytes(logs),
             len(logs),
         ),
     }

@@ -14,7 +14,7 @@ encodes inline, with no hook to replace).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,40 +26,43 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from .otlp_encoding import encode_logs_bytes, encode_spans_bytes
 
-TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
+class _SendsWireBytes:
+    """Mixed into an SDK gRPC exporter: its stub's ``Export`` takes the serialized request
+    (same channel, method path and response type as the generated stub), and the request is
+    the wire encoder's bytes."""
 
-def bytes_stub(channel: grpc.Channel, method: str, response: Any) -> SimpleNamespace:
-    """A stub with the generated one's ``Export``, whose request is already serialized."""
-    return SimpleNamespace(
-        Export=channel.unary_unary(
-            method, response_deserializer=response.FromString, _registered_method=True
+    sends_pre_encoded = True  # pre_encoding.SENDS_PRE_ENCODED
+    _method: str
+    _response: Any
+    _encode: Callable[[Sequence[Any]], bytes]
+    _channel: grpc.Channel
+
+    def _initialize_channel_and_stub(self) -> None:
+        super()._initialize_channel_and_stub()  # type: ignore[misc]
+        self._client = SimpleNamespace(
+            Export=self._channel.unary_unary(
+                self._method,
+                response_deserializer=self._response.FromString,
+                _registered_method=True,
+            )
         )
-    )
+
+    def _translate_data(self, data: Sequence[Any]) -> bytes:
+        return self._encode(data)
 
 
-class FastEncodingSpanExporter(OTLPSpanExporter):
+class FastEncodingSpanExporter(_SendsWireBytes, OTLPSpanExporter):
     """OTLPSpanExporter (gRPC) sending the wire encoder's bytes."""
 
-    sends_pre_encoded = True  # pre_encoding.SENDS_PRE_ENCODED
-
-    def _initialize_channel_and_stub(self) -> None:
-        super()._initialize_channel_and_stub()
-        self._client = bytes_stub(self._channel, TRACE_EXPORT, ExportTraceServiceResponse)
-
-    def _translate_data(self, data: Sequence[Any]) -> bytes:  # type: ignore[override]
-        return encode_spans_bytes(data)
+    _method = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    _response = ExportTraceServiceResponse
+    _encode = staticmethod(encode_spans_bytes)
 
 
-class FastEncodingLogExporter(OTLPLogExporter):
+class FastEncodingLogExporter(_SendsWireBytes, OTLPLogExporter):
     """OTLPLogExporter (gRPC) sending the wire encoder's bytes."""
 
-    sends_pre_encoded = True  # pre_encoding.SENDS_PRE_ENCODED
-
-    def _initialize_channel_and_stub(self) -> None:
-        super()._initialize_channel_and_stub()
-        self._client = bytes_stub(self._channel, LOGS_EXPORT, ExportLogsServiceResponse)
-
-    def _translate_data(self, data: Sequence[Any]) -> bytes:  # type: ignore[override]
-        return encode_logs_bytes(data)
+    _method = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+    _response = ExportLogsServiceResponse
+    _encode = staticmethod(encode_logs_bytes)

@@ -156,8 +156,9 @@ class _Envelope:
         return self._holder(self._scopes, scope, _encode_instrumentation_scope, 256)
 
     def request(self, items: Sequence[Any], framed: Callable[[Any], bytes]) -> bytes:
-        """The Export*ServiceRequest: resource → scope → items (``framed(item)``: the item's
-        message as a field of its scope message), in first-seen order."""
+        """The Export*ServiceRequest: resource → scope → items (each item's message as a
+        field of its scope message: what it carries as ``FRAMED``, else ``framed(item)``),
+        in first-seen order."""
         # Grouped by the resource object's identity first: an SDK Resource hashes by
         # JSON-dumping its attributes, ~3 µs per item otherwise. Equal resources held in
         # separate objects still land in one group (merged below), as the official encoder
@@ -168,7 +169,10 @@ class _Envelope:
             found = by_identity.get(id(resource))
             if found is None:
                 found = by_identity[id(resource)] = (resource, {})
-            found[1].setdefault(item.instrumentation_scope or None, []).append(framed(item))
+            message = getattr(item, FRAMED, None)
+            if message is None:
+                message = framed(item)
+            found[1].setdefault(item.instrumentation_scope or None, []).append(message)
         grouped: dict[Any, dict[Any, list[bytes]]] = {}
         for resource, scopes in by_identity.values():
             merged = grouped.setdefault(resource, {})
@@ -276,14 +280,9 @@ def framed_span(span: Any) -> bytes:
     return _field(b"\x12", encode_span(span))
 
 
-def _framed_span_once(span: Any) -> bytes:
-    framed = getattr(span, FRAMED, None)
-    return framed if framed is not None else framed_span(span)
-
-
 def encode_spans_bytes(spans: Sequence[Any]) -> bytes:
     """A serialized ExportTraceServiceRequest, equal to ``encode_spans(spans)``'s."""
-    return _SPANS.request(spans, _framed_span_once)
+    return _SPANS.request(spans, framed_span)
 
 
 # ----------------------------------------------------------------------------------- logs
@@ -324,11 +323,6 @@ def framed_log(readable: Any) -> bytes:
     return _field(b"\x12", encode_log(readable))
 
 
-def _framed_log_once(readable: Any) -> bytes:
-    framed = getattr(readable, FRAMED, None)
-    return framed if framed is not None else framed_log(readable)
-
-
 def encode_logs_bytes(batch: Sequence[Any]) -> bytes:
     """A serialized ExportLogsServiceRequest, equal to ``encode_logs(batch)``'s."""
-    return _LOGS.request(batch, _framed_log_once)
+    return _LOGS.request(batch, framed_log)
