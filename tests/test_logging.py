@@ -1,17 +1,24 @@
-"""loguru and stdlib logs take one path: one JSON line on stdout and one OTel record each,
-with the active span's ids; the exporters' own logs are never exported (no feedback loop)."""
+"""loguru and stdlib logs take one path: one OTel record each and a JSON line on stdout (below
+MODELOBS_STDOUT_LOG_LEVEL only while logs are not exported), with the active span's ids; the
+exporters' own logs are never exported (no feedback loop); log_event's direct record equals
+the one loguru's path exports."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import os
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from loguru import logger
 from opentelemetry.sdk._logs import LogRecordProcessor
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from modelobs.telemetry import configure_logging, current_telemetry
+from modelobs.telemetry import build_telemetry, configure_logging, current_telemetry
+from modelobs.telemetry.logs import log_event
 
 from .servers import captured
 
@@ -19,7 +26,7 @@ from .servers import captured
 def test_stdlib_and_loguru_records_are_exported_once_with_trace_ids() -> None:
     cap = captured("model-service")
     stdout = io.StringIO()
-    configure_logging(stream=stdout)
+    configure_logging(stream=stdout, stdout_level="INFO")
     token = current_telemetry.set(cap.telemetry)
     try:
         with cap.telemetry.tracer.start_as_current_span("work") as span:
@@ -72,7 +79,7 @@ def test_the_sdks_own_logs_from_inside_the_otlp_sink_go_to_stdout_only(
     cap = captured("model-service")
     cap.telemetry.logger_provider.add_log_record_processor(_ComplainingProcessor())
     stdout = io.StringIO()
-    configure_logging(stream=stdout)
+    configure_logging(stream=stdout, stdout_level="INFO")
     token = current_telemetry.set(cap.telemetry)
     try:
         logging.getLogger("uvicorn.error").info("Finished server process")
@@ -87,3 +94,73 @@ def test_the_sdks_own_logs_from_inside_the_otlp_sink_go_to_stdout_only(
     assert "Logging error" not in capfd.readouterr().err
     assert [r.body for r in cap.log_records()] == ["Finished server process"]
     cap.telemetry.shutdown()
+
+
+def _logged(telemetry: Any, stdout_level: str, log: Callable[[], None]) -> list[dict[str, Any]]:
+    """The JSON lines written to stdout while ``log`` runs as ``telemetry``'s service."""
+    stdout = io.StringIO()
+    configure_logging(stream=stdout, stdout_level=stdout_level)
+    token = current_telemetry.set(telemetry)
+    try:
+        log()
+    finally:
+        current_telemetry.reset(token)
+        configure_logging()
+    return [json.loads(line) for line in stdout.getvalue().splitlines()]
+
+
+def test_stdout_keeps_only_the_stdout_level_while_logs_are_exported() -> None:
+    exporting = captured("model-service")
+
+    def log() -> None:
+        logger.info("an info")
+        logger.warning("a warning")
+
+    lines = _logged(exporting.telemetry, "WARNING", log)
+    assert [line["message"] for line in lines] == ["a warning"]
+    assert [r.body for r in exporting.log_records()] == ["an info", "a warning"]
+    exporting.telemetry.shutdown()
+
+    # With OTLP logs off, nothing would leave the process: every level goes to stdout.
+    os.environ["OTEL_LOGS_EXPORTER"] = "none"
+    try:
+        silent = build_telemetry("model-service", metric_reader=InMemoryMetricReader())
+    finally:
+        del os.environ["OTEL_LOGS_EXPORTER"]
+    assert not silent.exports_logs
+    lines = _logged(silent, "WARNING", log)
+    assert [line["message"] for line in lines] == ["an info", "a warning"]
+    silent.shutdown()
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+def test_log_event_exports_what_loguru_would(level: str) -> None:
+    """The per-prediction path: with stdout below the event's level, the record skips
+    loguru; what is exported must be the record loguru's path exports, field by field."""
+    fields = {"event": "prediction", "prediction.id": "p-1", "prediction.score": 0.93, "n": 3}
+    exported = {}
+    for stdout_level in ("TRACE", "CRITICAL"):  # loguru's path, the direct one
+        cap = captured("model-service")
+
+        def log(cap: Any = cap) -> None:
+            with cap.telemetry.tracer.start_as_current_span("request"):
+                log_event(level, __name__, "prediction p-1", dict(fields))
+
+        lines = _logged(cap.telemetry, stdout_level, log)
+        assert len(lines) == (1 if stdout_level == "TRACE" else 0)
+        (record,) = cap.log_records()
+        (entry,) = cap.logs.get_finished_logs()
+        (span,) = cap.finished_spans(servers=0)
+        assert record.trace_id == span.context.trace_id
+        assert record.span_id == span.context.span_id
+        exported[stdout_level] = (
+            record.body,
+            record.severity_number,
+            record.severity_text,
+            dict(record.attributes),
+            entry.instrumentation_scope.name,
+        )
+        cap.telemetry.shutdown()
+    assert exported["TRACE"] == exported["CRITICAL"]
+    assert exported["CRITICAL"][3] == fields
+    assert exported["CRITICAL"][4] == __name__

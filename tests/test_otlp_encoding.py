@@ -20,7 +20,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceFlags, TraceState
 
-from modelobs.telemetry.otlp_encoding import encode_logs_bytes, encode_spans_bytes, varint
+from modelobs.telemetry.otlp_encoding import (
+    _LOG_ATTRIBUTES,
+    VOLATILE_AFTER,
+    encode_logs_bytes,
+    encode_spans_bytes,
+    varint,
+)
 
 EVERY_TYPE = {
     "s": "text é",
@@ -167,3 +173,26 @@ def test_varint_matches_protobuf() -> None:
     for value, expected in [(0, b"\x00"), (127, b"\x7f"), (128, b"\x80\x01"), (300, b"\xac\x02")]:
         assert varint(value) == expected
     assert varint(-1) == b"\xff" * 9 + b"\x01"
+
+
+def test_a_key_whose_values_do_not_repeat_is_encoded_fresh_and_equal() -> None:
+    """Past VOLATILE_AFTER distinct values a key skips the cache; its bytes must not change,
+    nor those of the keys around it, whose values still come from the cache."""
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider(resource=Resource.create({"service.name": "a"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = provider.get_logger("modelobs")
+    for i in range(VOLATILE_AFTER + 50):
+        logger.emit(
+            body=f"prediction {i}",
+            attributes={"event": "prediction", "prediction.id": f"p-{i}", "score": i / 7},
+        )
+    records = list(exporter.get_finished_logs())
+    ours = ExportLogsServiceRequest.FromString(encode_logs_bytes(records))
+    assert ours == encode_logs(records)
+    assert {"prediction.id", "score"} <= _LOG_ATTRIBUTES._volatile
+    assert "event" not in _LOG_ATTRIBUTES._volatile
+    # Once volatile, later batches are still equal.
+    assert ExportLogsServiceRequest.FromString(encode_logs_bytes(records[-5:])) == encode_logs(
+        records[-5:]
+    )

@@ -27,6 +27,7 @@ from ..monitoring.store import FeedbackOutcome, PredictionRow, new_prediction_id
 from ..settings import Settings, get_settings
 from ..telemetry import Telemetry, run_as, synthetic
 from ..telemetry.bound_instruments import bind
+from ..telemetry.logs import log_event
 from .api_docs import answers, document_contract, json_body
 from .api_models import ApiContract, FeedbackResponse, PredictResponse
 from .errors import error_body, guarded
@@ -239,7 +240,7 @@ class ModelService:
             }
             if self.settings.log_features:
                 fields["features"] = record
-            logger.bind(**fields).info("prediction {}", prediction.prediction_id)
+            log_event("INFO", __name__, f"prediction {prediction.prediction_id}", fields)
 
 
 def create_app(

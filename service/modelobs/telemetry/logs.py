@@ -1,10 +1,16 @@
-"""loguru is the logging API; every record goes to stdout as JSON and to OTLP.
+"""loguru is the logging API; every record goes to OTLP, and to stdout as JSON.
+
+While the service exports logs over OTLP, stdout keeps only records at or above
+``MODELOBS_STDOUT_LOG_LEVEL`` (WARNING by default): a prediction leaves the process once, and
+problems still show in ``docker compose logs``. With OTLP logs off (or the SDK disabled),
+every record goes to stdout.
 
 Both sinks run synchronously in the logging call, so the active span's trace and span ids
 are read where the log happened. The OTLP sink only appends to the batch processor's
 bounded queue. stdlib loggers (uvicorn, httpx, ...) are routed into loguru, so they take
 the same path, and the OTel handler is never attached to the root logger: nothing is
-exported twice.
+exported twice. ``log_event`` is the per-prediction path: the same record, without
+loguru's, when only the OTLP sink takes it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from dataclasses import dataclass
 from datetime import UTC
 from typing import IO, Any
 
@@ -43,6 +51,9 @@ def _trace_ids() -> tuple[str | None, str | None]:
     if not ctx.is_valid:
         return None, None
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+_SCALARS = (bool, int, float, str)
 
 
 def _to_attribute(value: Any) -> Any:
@@ -104,13 +115,70 @@ def otel_sink(message: Any) -> None:
     level = record["level"]
     exc = record["exception"]
     log_records.emit(
-        telemetry.logger_provider.get_logger(name),
+        telemetry.sdk_logger(name),
         timestamp=int(record["time"].timestamp() * 1e9),
         severity_number=std_to_otel(level.no),
         severity_text=_SEVERITY_TEXT.get(level.name, level.name),
         body=record["message"],
         attributes={key: _to_attribute(value) for key, value in record["extra"].items()},
         exception=exc.value if exc is not None else None,
+    )
+
+
+@dataclass
+class _Levels:
+    """What configure_logging set: the lowest level logged, and the lowest also written to
+    stdout while the active telemetry exports logs."""
+
+    logged: int = logger.level("INFO").no
+    stdout_when_exported: int = logger.level("WARNING").no
+
+
+_levels = _Levels()
+
+
+def on_stdout(record: Any) -> bool:
+    """The stdout sink's filter: every record, unless the telemetry it belongs to exports
+    logs over OTLP and the record is below the stdout level."""
+    if record["level"].no >= _levels.stdout_when_exported:
+        return True
+    telemetry = active_telemetry()
+    return telemetry is None or not telemetry.exports_logs
+
+
+def log_event(level: str, name: str, message: str, fields: dict[str, Any]) -> None:
+    """``logger.bind(**fields).log(level, message)`` as called from module ``name`` (the
+    caller's ``__name__``), for events logged on every request (one per prediction).
+
+    When only the OTLP sink takes the record (the telemetry exports logs and stdout does
+    not take ``level``), the record is emitted straight through the SDK logger, as
+    ``otel_sink`` would emit loguru's: loguru's own record (caller frame, local time, thread
+    and process) is not built for nobody. Measured as instructions per model request under
+    callgrind (bench/README.md): loguru's record alone ~90k of a request's ~3.6M.
+    ``tests/test_logging.py`` holds the two paths' OTLP records equal."""
+    number = logger.level(level).no
+    if number < _levels.logged:
+        return
+    telemetry = active_telemetry()
+    if (
+        telemetry is None
+        or not telemetry.enabled
+        or not telemetry.exports_logs
+        or number >= _levels.stdout_when_exported
+        or name.startswith(_NOT_EXPORTED_PREFIXES)
+    ):
+        logger.opt(depth=1).bind(**fields).log(level, message)
+        return
+    # The caller's dict is the record's: plain scalars need no conversion, so no copy.
+    scalars = all(type(value) in _SCALARS for value in fields.values())
+    log_records.emit(
+        telemetry.sdk_logger(name),
+        timestamp=time.time_ns(),
+        severity_number=std_to_otel(number),
+        severity_text=_SEVERITY_TEXT.get(level, level),
+        body=message,
+        attributes=fields if scalars else {k: _to_attribute(v) for k, v in fields.items()},
+        exception=None,
     )
 
 
@@ -128,10 +196,17 @@ class InterceptHandler(logging.Handler):
         )
 
 
-def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
-    """Idempotent: replaces loguru's sinks and the stdlib root handlers."""
+def configure_logging(
+    level: str = "INFO", stream: IO[str] | None = None, stdout_level: str = "WARNING"
+) -> None:
+    """Idempotent: replaces loguru's sinks and the stdlib root handlers. ``stdout_level``:
+    the lowest level written to stdout while logs are exported over OTLP."""
+    _levels.logged = logger.level(level).no
+    _levels.stdout_when_exported = logger.level(stdout_level).no
     logger.remove()
-    logger.add(JsonLineSink(stream or sys.stdout), level=level, format="{message}")
+    logger.add(
+        JsonLineSink(stream or sys.stdout), level=level, format="{message}", filter=on_stdout
+    )
     logger.add(otel_sink, level=level, format="{message}", filter=exported)
     root = logging.getLogger()
     root.handlers = [InterceptHandler()]

@@ -25,6 +25,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common._internal import (
     _encode_instrumentation_scope,
     _encode_resource,
@@ -38,6 +39,8 @@ _pack_fixed32 = struct.Struct("<I").pack
 # A cache holds at most this many attribute encodings; when full it starts over, so
 # high-cardinality values (client ports, ids) cost one clear now and then, never memory.
 CACHE_LIMIT = 8192
+# Distinct values a key may bring to the cache before it is encoded fresh every time.
+VOLATILE_AFTER = 256
 # The attribute where an item queued by the pre-encoding processors (pre_encoding.py) carries
 # its span's or log record's message, already encoded and framed as a field of its scope
 # message.
@@ -93,35 +96,70 @@ def key_value(key: str, value: Any) -> bytes:
 
 
 class AttributeEncoder:
-    """Attributes as repeated KeyValue fields of one field number, cached by key and value."""
+    """Attributes as repeated KeyValue fields of one field number, cached by key and value.
+
+    A key whose values rarely repeat (a prediction id, a score, a client port) would only
+    churn the cache: after ``VOLATILE_AFTER`` distinct values it is encoded fresh each time,
+    from its key's bytes, which are always cached. Measured on the per-prediction log record
+    (bench/README.md): 18.1 → 14.9 µs per record emitted and encoded."""
 
     def __init__(self, tag: bytes) -> None:
         self.tag = tag
         self._cache: dict[tuple[str, type, Any], bytes] = {}
+        # key → the KeyValue's key field and the value field's tag, encoded once.
+        self._keys: dict[str, bytes] = {}
+        self._distinct: dict[str, int] = {}
+        self._volatile: set[str] = set()
+
+    def _fresh(self, key: str, value: Any) -> bytes:
+        prefix = self._keys.get(key)
+        if prefix is None:
+            if len(self._keys) >= CACHE_LIMIT:
+                self._keys.clear()
+            prefix = self._keys[key] = _field(b"\x0a", key.encode()) + b"\x12"
+        encoded = any_value(value)
+        message = prefix + varint(len(encoded)) + encoded
+        return self.tag + varint(len(message)) + message
 
     def __call__(self, attributes: Mapping[str, Any] | None) -> bytes:
         if not attributes:
             return b""
-        cache = self._cache
+        cache, volatile = self._cache, self._volatile
         parts = []
-        for key, value in attributes.items():
+        # A span's or record's BoundedAttributes: its dict's items, not the Mapping mixin's
+        # (a Python call per key).
+        inner = attributes._dict if type(attributes) is BoundedAttributes else attributes
+        for key, value in inner.items():
             try:
-                cache_key = (key, type(value), value)
-                encoded = cache.get(cache_key)
-            except TypeError:  # unhashable (a list): not cached
-                cache_key, encoded = None, None
-            if encoded is None:
-                try:
-                    encoded = _field(self.tag, key_value(key, value))
-                except (TypeError, UnicodeError) as error:  # skipped, as upstream does
-                    _logger.exception("Failed to encode key %s: %s", key, error)
+                if key in volatile:
+                    parts.append(self._fresh(key, value))
                     continue
-                if cache_key is not None:
-                    if len(cache) >= CACHE_LIMIT:
-                        cache.clear()
-                    cache[cache_key] = encoded
+                try:
+                    cache_key = (key, type(value), value)
+                    encoded = cache.get(cache_key)
+                except TypeError:  # unhashable (a list): not cached
+                    cache_key, encoded = None, None
+                if encoded is None:
+                    encoded = self._fresh(key, value)
+                    if cache_key is not None:
+                        self._remember(cache_key, encoded)
+            except (TypeError, UnicodeError) as error:  # skipped, as upstream does
+                _logger.exception("Failed to encode key %s: %s", key, error)
+                continue
             parts.append(encoded)
         return b"".join(parts)
+
+    def _remember(self, cache_key: tuple[str, type, Any], encoded: bytes) -> None:
+        key = cache_key[0]
+        if len(self._distinct) >= CACHE_LIMIT:
+            self._distinct.clear()
+        seen = self._distinct[key] = self._distinct.get(key, 0) + 1
+        if seen > VOLATILE_AFTER:
+            self._volatile.add(key)
+            return
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[cache_key] = encoded
 
 
 class _Envelope:

@@ -165,10 +165,14 @@ class Telemetry:
     meter_provider: metrics.MeterProvider
     logger_provider: LoggerProvider
     enabled: bool = True
+    # Whether log records leave over OTLP (False under OTEL_LOGS_EXPORTER=none): the stdout
+    # sink then keeps only what MODELOBS_STDOUT_LOG_LEVEL asks for (logs.py).
+    exports_logs: bool = False
     # Pull mode (OTEL_METRICS_EXPORTER=prometheus): this service's own registry, served at
     # GET /metrics by telemetry/metrics_endpoint.py; None when metrics are only pushed.
     metrics_registry: CollectorRegistry | None = None
     _closed: bool = field(default=False, repr=False)
+    _sdk_loggers: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -177,6 +181,15 @@ class Telemetry:
     @property
     def meter(self) -> metrics.Meter:
         return self.meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
+
+    def sdk_logger(self, name: str) -> Any:
+        """The logger provider's logger for ``name``, kept: the SDK's ``get_logger`` takes two
+        locks per call, once per record on the log sinks' path. The SDK keeps one logger per
+        name too (and reconfigures those same objects), so keeping it changes nothing."""
+        found = self._sdk_loggers.get(name)
+        if found is None:
+            found = self._sdk_loggers[name] = self.logger_provider.get_logger(name)
+        return found
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Flush what is queued and stop, within ``timeout_s`` in all.
@@ -261,7 +274,8 @@ def build_telemetry(
         )
     logger_provider = SdkLoggerProvider(resource=resource)
     logger_provider.add_log_record_processor(synthetic.log_processor())
-    if log_exporter or exporter_enabled("logs"):
+    exports_logs = log_exporter is not None or exporter_enabled("logs")
+    if exports_logs:
         exporter = log_exporter or _log_exporter(meter_provider)
         logger_provider.add_log_record_processor(
             log_processor_for(exporter)(exporter, meter_provider=meter_provider)
@@ -272,5 +286,6 @@ def build_telemetry(
         tracer_provider=LightTracerProvider(tracer_provider),
         meter_provider=meter_provider,
         logger_provider=logger_provider,
+        exports_logs=exports_logs,
         metrics_registry=registry,
     )
