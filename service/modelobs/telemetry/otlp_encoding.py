@@ -30,6 +30,9 @@ from opentelemetry.exporter.otlp.proto.common._internal import (
     _encode_instrumentation_scope,
     _encode_resource,
 )
+from opentelemetry.sdk.util import BoundedList
+
+from .light_spans import LightSpan
 
 _logger = logging.getLogger(__name__)
 _pack_fixed64 = struct.Struct("<Q").pack
@@ -252,28 +255,80 @@ def _trace_state(context: Any) -> bytes:
     return _field(b"\x1a", ",".join(f"{k}={v}" for k, v in state.items()).encode())
 
 
+def _span_fields(span: Any) -> tuple[Any, ...]:
+    """What the encoder reads of a span. A light span's fields are read where they are kept:
+    through ``ReadableSpan``'s properties that is 13 calls and two tuple copies per span
+    (measured on 256 of the model service's own spans, medians of 40 passes, two runs of
+    each: 5.2 → 4.0 to 4.9 µs per span)."""
+    if type(span) is LightSpan:
+        events, links = span._events, span._links
+        return (
+            span._context,
+            span._parent,
+            span._name,
+            span._kind,
+            span._start_time,
+            span._end_time,
+            span._attributes,
+            span._dropped_attributes,
+            events,
+            events.dropped if type(events) is BoundedList else 0,
+            links,
+            links.dropped if type(links) is BoundedList else 0,
+            span._status,
+        )
+    return (
+        span.context,
+        span.parent,
+        span.name,
+        span.kind,
+        span.start_time,
+        span.end_time,
+        span.attributes,
+        span.dropped_attributes,
+        span.events,
+        span.dropped_events,
+        span.links,
+        span.dropped_links,
+        span.status,
+    )
+
+
 def encode_span(span: Any) -> bytes:
     """One Span message (fields in number order, defaults left out, as upb writes them)."""
-    context = span.context
-    parent = span.parent
-    name = _NAMES.get(span.name)
+    (
+        context,
+        parent,
+        span_name,
+        kind,
+        start_time,
+        end_time,
+        attributes,
+        dropped_attributes,
+        events,
+        dropped_events,
+        links,
+        dropped_links,
+        status,
+    ) = _span_fields(span)
+    name = _NAMES.get(span_name)
     if name is None:
-        name = _field(b"\x2a", span.name.encode())
+        name = _field(b"\x2a", span_name.encode())
         if len(_NAMES) < CACHE_LIMIT:
-            _NAMES[span.name] = name
+            _NAMES[span_name] = name
     parts = [
         b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
         b"\x12\x08" + context.span_id.to_bytes(8, "big"),
         _trace_state(context),
         b"\x22\x08" + parent.span_id.to_bytes(8, "big") if parent is not None else b"",
         name,
-        b"\x30" + _SMALL[span.kind.value + 1],
-        _pack_two_fixed64(0x39, span.start_time or 0, 0x41, span.end_time or 0),
-        _SPAN_ATTRIBUTES(span.attributes),
+        b"\x30" + _SMALL[kind.value + 1],
+        _pack_two_fixed64(0x39, start_time or 0, 0x41, end_time or 0),
+        _SPAN_ATTRIBUTES(attributes),
     ]
-    if span.dropped_attributes:
-        parts.append(b"\x50" + varint(span.dropped_attributes))
-    for event in span.events:
+    if dropped_attributes:
+        parts.append(b"\x50" + varint(dropped_attributes))
+    for event in events:
         body = _pack_fixed64(event.timestamp or 0)
         parts.append(
             _field(
@@ -285,9 +340,9 @@ def encode_span(span: Any) -> bytes:
                 + (b"\x20" + varint(event.dropped_attributes) if event.dropped_attributes else b""),
             )
         )
-    if span.dropped_events:
-        parts.append(b"\x60" + varint(span.dropped_events))
-    for link in span.links:
+    if dropped_events:
+        parts.append(b"\x60" + varint(dropped_events))
+    for link in links:
         link_context = link.context
         parts.append(
             _field(
@@ -302,9 +357,8 @@ def encode_span(span: Any) -> bytes:
                 + _pack_fixed32(0x300 if link_context.is_remote else 0x100),
             )
         )
-    if span.dropped_links:
-        parts.append(b"\x70" + varint(span.dropped_links))
-    status = span.status
+    if dropped_links:
+        parts.append(b"\x70" + varint(dropped_links))
     if status is not None:
         message = _field(b"\x12", status.description.encode()) if status.description else b""
         code = b"\x18" + _SMALL[status.status_code.value] if status.status_code.value else b""
