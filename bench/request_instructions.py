@@ -34,11 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# setup → (telemetry on, MODELOBS_STDOUT_LOG_LEVEL)
-SETUPS: dict[str, tuple[bool, str]] = {
-    "bare": (False, "WARNING"),
-    "full": (True, "WARNING"),
-    "full, every record also on stdout": (True, "INFO"),
+# setup → (telemetry on, MODELOBS_STDOUT_PREDICTIONS)
+SETUPS: dict[str, tuple[bool, bool]] = {
+    "bare": (False, False),
+    "full": (True, False),
+    "full, every record also on stdout": (True, True),
 }
 WARM_UP = 30
 
@@ -48,14 +48,14 @@ def inside(setup: str, requests: int) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     import telemetry_profile as profile  # the environment it sets must come first
 
-    enabled, stdout_level = SETUPS[setup]
+    enabled, on_stdout = SETUPS[setup]
     workdir = Path(tempfile.mkdtemp(prefix="modelobs-instructions-"))
     chosen = profile.Setup("full" if enabled else "bare", workdir)
     devnull = open(os.devnull, "w")  # noqa: SIM115
     loop = asyncio.new_event_loop()
-    profile.configure_logging(stream=devnull, stdout_level=stdout_level)
+    profile.configure_logging(stream=devnull, per_request_on_stdout=on_stdout)
     loop.run_until_complete(chosen.lifespan.__aenter__())
-    profile.configure_logging(stream=devnull, stdout_level=stdout_level)
+    profile.configure_logging(stream=devnull, per_request_on_stdout=on_stdout)
 
     def one(_: int) -> None:
         # No request awaits anything real here, so one send() runs it to the end.

@@ -1,7 +1,7 @@
-"""loguru and stdlib logs take one path: one OTel record each and a JSON line on stdout (below
-MODELOBS_STDOUT_LOG_LEVEL only while logs are not exported), with the active span's ids; the
-exporters' own logs are never exported (no feedback loop); log_event's direct record equals
-the one loguru's path exports."""
+"""loguru and stdlib logs take one path: one JSON line on stdout and one OTel record each,
+with the active span's ids; the exporters' own logs are never exported (no feedback loop).
+Per-request records (log_event) go to OTLP only while logs are exported, as the record
+loguru's path exports."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from .servers import captured
 def test_stdlib_and_loguru_records_are_exported_once_with_trace_ids() -> None:
     cap = captured("model-service")
     stdout = io.StringIO()
-    configure_logging(stream=stdout, stdout_level="INFO")
+    configure_logging(stream=stdout)
     token = current_telemetry.set(cap.telemetry)
     try:
         with cap.telemetry.tracer.start_as_current_span("work") as span:
@@ -79,7 +79,7 @@ def test_the_sdks_own_logs_from_inside_the_otlp_sink_go_to_stdout_only(
     cap = captured("model-service")
     cap.telemetry.logger_provider.add_log_record_processor(_ComplainingProcessor())
     stdout = io.StringIO()
-    configure_logging(stream=stdout, stdout_level="INFO")
+    configure_logging(stream=stdout)
     token = current_telemetry.set(cap.telemetry)
     try:
         logging.getLogger("uvicorn.error").info("Finished server process")
@@ -96,10 +96,12 @@ def test_the_sdks_own_logs_from_inside_the_otlp_sink_go_to_stdout_only(
     cap.telemetry.shutdown()
 
 
-def _logged(telemetry: Any, stdout_level: str, log: Callable[[], None]) -> list[dict[str, Any]]:
+def _logged(
+    telemetry: Any, per_request_on_stdout: bool, log: Callable[[], None]
+) -> list[dict[str, Any]]:
     """The JSON lines written to stdout while ``log`` runs as ``telemetry``'s service."""
     stdout = io.StringIO()
-    configure_logging(stream=stdout, stdout_level=stdout_level)
+    configure_logging(stream=stdout, per_request_on_stdout=per_request_on_stdout)
     token = current_telemetry.set(telemetry)
     try:
         log()
@@ -109,51 +111,56 @@ def _logged(telemetry: Any, stdout_level: str, log: Callable[[], None]) -> list[
     return [json.loads(line) for line in stdout.getvalue().splitlines()]
 
 
-def test_stdout_keeps_only_the_stdout_level_while_logs_are_exported() -> None:
-    exporting = captured("model-service")
-
+def test_a_per_request_record_goes_to_stdout_only_when_logs_are_not_exported_or_asked() -> None:
     def log() -> None:
-        logger.info("an info")
-        logger.warning("a warning")
+        logger.info("serving")  # any other record: both sinks
+        log_event("INFO", __name__, "prediction p-1", {"event": "prediction"})
 
-    lines = _logged(exporting.telemetry, "WARNING", log)
-    assert [line["message"] for line in lines] == ["a warning"]
-    assert [r.body for r in exporting.log_records()] == ["an info", "a warning"]
+    exporting = captured("model-service")
+    lines = _logged(exporting.telemetry, False, log)
+    assert [line["message"] for line in lines] == ["serving"]
+    assert [r.body for r in exporting.log_records()] == ["serving", "prediction p-1"]
     exporting.telemetry.shutdown()
 
-    # With OTLP logs off, nothing would leave the process: every level goes to stdout.
+    asked = captured("model-service")
+    lines = _logged(asked.telemetry, True, log)
+    assert [line["message"] for line in lines] == ["serving", "prediction p-1"]
+    assert [r.body for r in asked.log_records()] == ["serving", "prediction p-1"]
+    asked.telemetry.shutdown()
+
+    # With OTLP logs off, nothing would leave the process: every record goes to stdout.
     os.environ["OTEL_LOGS_EXPORTER"] = "none"
     try:
         silent = build_telemetry("model-service", metric_reader=InMemoryMetricReader())
     finally:
         del os.environ["OTEL_LOGS_EXPORTER"]
     assert not silent.exports_logs
-    lines = _logged(silent, "WARNING", log)
-    assert [line["message"] for line in lines] == ["an info", "a warning"]
+    lines = _logged(silent, False, log)
+    assert [line["message"] for line in lines] == ["serving", "prediction p-1"]
     silent.shutdown()
 
 
 @pytest.mark.parametrize("level", ["INFO", "WARNING"])
 def test_log_event_exports_what_loguru_would(level: str) -> None:
-    """The per-prediction path: with stdout below the event's level, the record skips
-    loguru; what is exported must be the record loguru's path exports, field by field."""
+    """Straight through the SDK logger (stdout not asked) or through loguru (asked): what is
+    exported must be the same record, field by field."""
     fields = {"event": "prediction", "prediction.id": "p-1", "prediction.score": 0.93, "n": 3}
     exported = {}
-    for stdout_level in ("TRACE", "CRITICAL"):  # loguru's path, the direct one
+    for on_stdout in (True, False):  # loguru's path, the direct one
         cap = captured("model-service")
 
         def log(cap: Any = cap) -> None:
             with cap.telemetry.tracer.start_as_current_span("request"):
                 log_event(level, __name__, "prediction p-1", dict(fields))
 
-        lines = _logged(cap.telemetry, stdout_level, log)
-        assert len(lines) == (1 if stdout_level == "TRACE" else 0)
+        lines = _logged(cap.telemetry, on_stdout, log)
+        assert len(lines) == (1 if on_stdout else 0)
         (record,) = cap.log_records()
         (entry,) = cap.logs.get_finished_logs()
         (span,) = cap.finished_spans(servers=0)
         assert record.trace_id == span.context.trace_id
         assert record.span_id == span.context.span_id
-        exported[stdout_level] = (
+        exported[on_stdout] = (
             record.body,
             record.severity_number,
             record.severity_text,
@@ -161,6 +168,6 @@ def test_log_event_exports_what_loguru_would(level: str) -> None:
             entry.instrumentation_scope.name,
         )
         cap.telemetry.shutdown()
-    assert exported["TRACE"] == exported["CRITICAL"]
-    assert exported["CRITICAL"][3] == fields
-    assert exported["CRITICAL"][4] == __name__
+    assert exported[True] == exported[False]
+    assert exported[False][3] == fields
+    assert exported[False][4] == __name__

@@ -13,9 +13,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# loguru's level names.
-LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
-
 
 class Settings(BaseSettings):
     """Everything the services read from the environment, with safe defaults."""
@@ -41,10 +38,10 @@ class Settings(BaseSettings):
 
     # Raw feature values in prediction logs: off by default (they may be personal data).
     log_features: bool = False
-    # While logs are exported over OTLP, the lowest level also written to stdout as JSON
-    # (problems stay visible in `docker compose logs`, and each prediction leaves the
-    # process once); with OTLP logs off, every level goes to stdout.
-    stdout_log_level: LogLevel = "WARNING"
+    # While logs are exported over OTLP, each prediction's record (the one record logged per
+    # request) goes there only, so it leaves the process once; true writes it to stdout too.
+    # With OTLP logs off it always goes to stdout. Every other record goes to both.
+    stdout_predictions: bool = False
 
     # Gateway → model service: one URL, or several replicas in MODELOBS_MODEL_URLS
     # (comma-separated; when set it replaces model_url). apps/replicas.py spreads over them.

@@ -29,7 +29,7 @@ def start_telemetry(
     """The given telemetry (tests), or one built from OTEL_*; True when we own it."""
     owned = telemetry is None
     telemetry = telemetry or build_telemetry(service_name, environment=settings.environment)
-    configure_logging(stdout_level=settings.stdout_log_level)
+    configure_logging(per_request_on_stdout=settings.stdout_predictions)
     set_process_telemetry(telemetry)
     register_process_memory(telemetry.meter)
     return telemetry, owned

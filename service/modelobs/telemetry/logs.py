@@ -1,9 +1,8 @@
-"""loguru is the logging API; every record goes to OTLP, and to stdout as JSON.
-
-While the service exports logs over OTLP, stdout keeps only records at or above
-``MODELOBS_STDOUT_LOG_LEVEL`` (WARNING by default): a prediction leaves the process once, and
-problems still show in ``docker compose logs``. With OTLP logs off (or the SDK disabled),
-every record goes to stdout.
+"""loguru is the logging API; every record goes to stdout as JSON and to OTLP, except the
+per-request ones ``log_event`` writes (one per prediction): while the service exports logs
+over OTLP they go there only (``MODELOBS_STDOUT_PREDICTIONS=true``: stdout too), so a
+prediction leaves the process once, and start-up lines, warnings and errors still show in
+``docker compose logs``.
 
 Both sinks run synchronously in the logging call, so the active span's trace and span ids
 are read where the log happened. The OTLP sink only appends to the batch processor's
@@ -126,45 +125,37 @@ def otel_sink(message: Any) -> None:
 
 
 @dataclass
-class _Levels:
-    """What configure_logging set: the lowest level logged, and the lowest also written to
-    stdout while the active telemetry exports logs."""
+class _Config:
+    """What configure_logging set: the lowest level logged, and whether per-request records
+    also go to stdout while the active telemetry exports logs."""
 
     logged: int = logger.level("INFO").no
-    stdout_when_exported: int = logger.level("WARNING").no
+    per_request_on_stdout: bool = False
 
 
-_levels = _Levels()
-
-
-def on_stdout(record: Any) -> bool:
-    """The stdout sink's filter: every record, unless the telemetry it belongs to exports
-    logs over OTLP and the record is below the stdout level."""
-    if record["level"].no >= _levels.stdout_when_exported:
-        return True
-    telemetry = active_telemetry()
-    return telemetry is None or not telemetry.exports_logs
+_config = _Config()
 
 
 def log_event(level: str, name: str, message: str, fields: dict[str, Any]) -> None:
     """``logger.bind(**fields).log(level, message)`` as called from module ``name`` (the
-    caller's ``__name__``), for events logged on every request (one per prediction).
+    caller's ``__name__``), for records logged on every request (one per prediction).
 
-    When only the OTLP sink takes the record (the telemetry exports logs and stdout does
-    not take ``level``), the record is emitted straight through the SDK logger, as
-    ``otel_sink`` would emit loguru's: loguru's own record (caller frame, local time, thread
-    and process) is not built for nobody. Measured as instructions per model request under
-    callgrind (bench/README.md): loguru's record alone ~90k of a request's ~3.6M.
+    While the telemetry exports logs (and ``per_request_on_stdout`` is off), the record goes
+    to OTLP only, emitted straight through the SDK logger as ``otel_sink`` would emit
+    loguru's, without loguru's own record (caller frame, local time, thread and process),
+    which only the sinks read. Measured as instructions per model request under callgrind
+    (bench/README.md): loguru's record alone ~90k of a request's ~3.6M, the JSON line ~130k.
+    Otherwise it takes loguru's path to both sinks, as any record does.
     ``tests/test_logging.py`` holds the two paths' OTLP records equal."""
     number = logger.level(level).no
-    if number < _levels.logged:
+    if number < _config.logged:
         return
     telemetry = active_telemetry()
     if (
         telemetry is None
         or not telemetry.enabled
         or not telemetry.exports_logs
-        or number >= _levels.stdout_when_exported
+        or _config.per_request_on_stdout
         or name.startswith(_NOT_EXPORTED_PREFIXES)
     ):
         logger.opt(depth=1).bind(**fields).log(level, message)
@@ -197,16 +188,15 @@ class InterceptHandler(logging.Handler):
 
 
 def configure_logging(
-    level: str = "INFO", stream: IO[str] | None = None, stdout_level: str = "WARNING"
+    level: str = "INFO", stream: IO[str] | None = None, per_request_on_stdout: bool = False
 ) -> None:
-    """Idempotent: replaces loguru's sinks and the stdlib root handlers. ``stdout_level``:
-    the lowest level written to stdout while logs are exported over OTLP."""
-    _levels.logged = logger.level(level).no
-    _levels.stdout_when_exported = logger.level(stdout_level).no
+    """Idempotent: replaces loguru's sinks and the stdlib root handlers.
+    ``per_request_on_stdout``: ``log_event``'s records go to stdout too while logs are
+    exported over OTLP."""
+    _config.logged = logger.level(level).no
+    _config.per_request_on_stdout = per_request_on_stdout
     logger.remove()
-    logger.add(
-        JsonLineSink(stream or sys.stdout), level=level, format="{message}", filter=on_stdout
-    )
+    logger.add(JsonLineSink(stream or sys.stdout), level=level, format="{message}")
     logger.add(otel_sink, level=level, format="{message}", filter=exported)
     root = logging.getLogger()
     root.handlers = [InterceptHandler()]

@@ -165,8 +165,8 @@ class Telemetry:
     meter_provider: metrics.MeterProvider
     logger_provider: LoggerProvider
     enabled: bool = True
-    # Whether log records leave over OTLP (False under OTEL_LOGS_EXPORTER=none): the stdout
-    # sink then keeps only what MODELOBS_STDOUT_LOG_LEVEL asks for (logs.py).
+    # Whether log records leave over OTLP (False under OTEL_LOGS_EXPORTER=none): per-request
+    # records then go there only, not to stdout too (logs.log_event).
     exports_logs: bool = False
     # Pull mode (OTEL_METRICS_EXPORTER=prometheus): this service's own registry, served at
     # GET /metrics by telemetry/metrics_endpoint.py; None when metrics are only pushed.
