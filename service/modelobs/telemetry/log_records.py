@@ -32,7 +32,8 @@ from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk._logs import LogRecordLimits, ReadWriteLogRecord
 
-_SCALARS = (bool, int, float, str)
+# The attribute values the SDK keeps as they are.
+SCALARS = (bool, int, float, str)
 
 
 def _trusted(attributes: Mapping[str, Any], limits: LogRecordLimits) -> BoundedAttributes | None:
@@ -42,7 +43,7 @@ def _trusted(attributes: Mapping[str, Any], limits: LogRecordLimits) -> BoundedA
     if maxlen is not None and len(attributes) > maxlen:
         return None
     for key, value in attributes.items():
-        if not key or type(value) not in _SCALARS:
+        if not key or type(value) not in SCALARS:
             return None
         if max_value_len is not None and type(value) is str and len(value) > max_value_len:
             return None

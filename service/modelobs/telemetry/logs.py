@@ -38,7 +38,11 @@ def exported(record: Any) -> bool:
     before taking the sink's lock, so a record the SDK logs while the sink is emitting (its
     "Shutdown called, ignoring Log." after shutdown, for one) goes to stdout only instead of
     re-entering the sink, which loguru refuses with a "Logging error" on stderr."""
-    return not (record["name"] or "").startswith(_NOT_EXPORTED_PREFIXES)
+    return _exported_name(record["name"] or "")
+
+
+def _exported_name(name: str) -> bool:
+    return not name.startswith(_NOT_EXPORTED_PREFIXES)
 
 
 def _json_default(value: Any) -> Any:
@@ -50,9 +54,6 @@ def _trace_ids() -> tuple[str | None, str | None]:
     if not ctx.is_valid:
         return None, None
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
-
-
-_SCALARS = (bool, int, float, str)
 
 
 def _to_attribute(value: Any) -> Any:
@@ -110,17 +111,41 @@ def otel_sink(message: Any) -> None:
     telemetry = active_telemetry()
     if telemetry is None or not telemetry.enabled:
         return
-    name = record["name"] or "modelobs"
     level = record["level"]
     exc = record["exception"]
+    _emit_to_otlp(
+        telemetry,
+        record["name"] or "modelobs",
+        int(record["time"].timestamp() * 1e9),
+        level.no,
+        level.name,
+        record["message"],
+        record["extra"],
+        exc.value if exc is not None else None,
+    )
+
+
+def _emit_to_otlp(
+    telemetry: Any,
+    name: str,
+    timestamp: int,
+    level_no: int,
+    level_name: str,
+    body: str,
+    fields: dict[str, Any],
+    exception: BaseException | None,
+) -> None:
+    """One record through the SDK logger of ``telemetry``'s service, ``name`` its scope: the
+    fields one attribute each, converted only when one is not a plain scalar."""
+    plain = all(type(value) in log_records.SCALARS for value in fields.values())
     log_records.emit(
         telemetry.sdk_logger(name),
-        timestamp=int(record["time"].timestamp() * 1e9),
-        severity_number=std_to_otel(level.no),
-        severity_text=_SEVERITY_TEXT.get(level.name, level.name),
-        body=record["message"],
-        attributes={key: _to_attribute(value) for key, value in record["extra"].items()},
-        exception=exc.value if exc is not None else None,
+        timestamp=timestamp,
+        severity_number=std_to_otel(level_no),
+        severity_text=_SEVERITY_TEXT.get(level_name, level_name),
+        body=body,
+        attributes=fields if plain else {k: _to_attribute(v) for k, v in fields.items()},
+        exception=exception,
     )
 
 
@@ -156,21 +181,11 @@ def log_event(level: str, name: str, message: str, fields: dict[str, Any]) -> No
         or not telemetry.enabled
         or not telemetry.exports_logs
         or _config.per_request_on_stdout
-        or name.startswith(_NOT_EXPORTED_PREFIXES)
+        or not _exported_name(name)
     ):
         logger.opt(depth=1).bind(**fields).log(level, message)
         return
-    # The caller's dict is the record's: plain scalars need no conversion, so no copy.
-    scalars = all(type(value) in _SCALARS for value in fields.values())
-    log_records.emit(
-        telemetry.sdk_logger(name),
-        timestamp=time.time_ns(),
-        severity_number=std_to_otel(number),
-        severity_text=_SEVERITY_TEXT.get(level, level),
-        body=message,
-        attributes=fields if scalars else {k: _to_attribute(v) for k, v in fields.items()},
-        exception=None,
-    )
+    _emit_to_otlp(telemetry, name, time.time_ns(), number, level, message, fields, None)
 
 
 class InterceptHandler(logging.Handler):
