@@ -2,7 +2,7 @@
 the one cost figure a shared, noisy host does not move.
 
     apt-get install valgrind
-    python bench/request_instructions.py                  # ~8 minutes: Python starts slowly there
+    python bench/request_instructions.py                  # ~12 minutes: Python starts slowly there
     python bench/request_instructions.py --requests 200
 
 Each setup is its own process under ``valgrind --tool=callgrind``, collecting only inside
@@ -11,7 +11,11 @@ measured requests and nothing else: start-up, imports, model training and the wa
 outside the count. A request is the whole model service app called through ASGI, no
 sockets (bench/telemetry_profile.py's setup: real providers, the batch processors' queues,
 spans and log records encoded as they are queued); the batch processors' export threads
-never run (an hour's schedule delay), so their joining and sending is not counted.
+never run (an hour's schedule delay), so their joining and sending is not counted. The
+gateway setups count ``POST /v1/predict`` through the gateway app, bare or full, in front of
+a bare model service over httpx's ASGI transport: their difference is the gateway's own
+telemetry (its server span, its client span with the trace context it sends, and their two
+duration histograms).
 
 Instructions are not time: a request's instructions ran at about 4 per nanosecond here, and
 cache misses, which callgrind does not count, differ between setups. Read the ratio as the
@@ -32,15 +36,49 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# setup → (telemetry on, MODELOBS_STDOUT_PREDICTIONS)
-SETUPS: dict[str, tuple[bool, bool]] = {
-    "bare": (False, False),
-    "full": (True, False),
-    "full, every record also on stdout": (True, True),
+# setup → (the app measured, telemetry on, MODELOBS_STDOUT_PREDICTIONS)
+SETUPS: dict[str, tuple[str, bool, bool]] = {
+    "bare": ("model", False, False),
+    "full": ("model", True, False),
+    "full, every record also on stdout": ("model", True, True),
+    "gateway bare": ("gateway", False, False),
+    "gateway full": ("gateway", True, False),
 }
+# A setup's ratio is taken against the bare setup of its app.
+BARE_OF = {"model": "bare", "gateway": "gateway bare"}
 WARM_UP = 30
+
+
+def gateway_in_front(profile: Any, model: Any, enabled: bool) -> tuple[Any, Any]:
+    """The gateway app (with or without telemetry) forwarding over ASGI to ``model``, a bare
+    model service: only the gateway's own telemetry differs between its two setups. The model
+    app runs in an empty OpenTelemetry context, so its stdout line does not pick up the
+    gateway's client span (which no real model service process could see), and httpx's ASGI
+    transport is told sniffio is absent once (it would search for it on every request)."""
+    import httpx
+    from opentelemetry import context as otel_context
+
+    from modelobs.apps import gateway
+    from modelobs.settings import Settings
+
+    async def detached(scope: Any, receive: Any, send: Any) -> None:
+        token = otel_context.attach(otel_context.Context())
+        try:
+            await model.app(scope, receive, send)
+        finally:
+            otel_context.detach(token)
+
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+    telemetry, _, _ = profile.make_telemetry("full" if enabled else "bare")
+    app = gateway.create_app(
+        settings=Settings(model_url="http://model"),
+        telemetry=telemetry,
+        transport=httpx.ASGITransport(app=detached),
+    )
+    return app, app.router.lifespan_context(app)
 
 
 def inside(setup: str, requests: int) -> None:
@@ -48,23 +86,29 @@ def inside(setup: str, requests: int) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     import telemetry_profile as profile  # the environment it sets must come first
 
-    enabled, on_stdout = SETUPS[setup]
+    kind, enabled, on_stdout = SETUPS[setup]
     workdir = Path(tempfile.mkdtemp(prefix="modelobs-instructions-"))
-    chosen = profile.Setup("full" if enabled else "bare", workdir)
+    model = profile.Setup("full" if enabled and kind == "model" else "bare", workdir)
+    app, lifespans = model.app, [model.lifespan]
+    if kind == "gateway":
+        app, lifespan = gateway_in_front(profile, model, enabled)
+        lifespans.append(lifespan)
+    path = "/predict" if kind == "model" else "/v1/predict"
     devnull = open(os.devnull, "w")  # noqa: SIM115
     loop = asyncio.new_event_loop()
     profile.configure_logging(stream=devnull, per_request_on_stdout=on_stdout)
-    loop.run_until_complete(chosen.lifespan.__aenter__())
+    for lifespan in lifespans:
+        loop.run_until_complete(lifespan.__aenter__())
     profile.configure_logging(stream=devnull, per_request_on_stdout=on_stdout)
 
     def one(_: int) -> None:
         # No request awaits anything real here, so one send() runs it to the end.
-        request = profile.request(chosen.app)
+        request = profile.one_request(app, profile.BODY, path)
         try:
             request.send(None)
         except StopIteration as done:
             if done.value != 200:
-                raise RuntimeError(f"{setup}: POST /predict answered {done.value}") from None
+                raise RuntimeError(f"{setup}: POST {path} answered {done.value}") from None
             return
         raise RuntimeError(f"{setup}: a request suspended; it would be counted in part")
 
@@ -128,11 +172,10 @@ def main() -> int:
         counts = dict(
             zip(SETUPS, pool.map(lambda s: count(s, args.requests, out_dir), SETUPS), strict=True)
         )
-    bare = counts["bare"]
-    table = {
-        name: {"instructions_per_request": n, "of_bare": bare / n, "above_bare": n - bare}
-        for name, n in counts.items()
-    }
+    table = {}
+    for name, n in counts.items():
+        bare = counts[BARE_OF[SETUPS[name][0]]]
+        table[name] = {"instructions_per_request": n, "of_bare": bare / n, "above_bare": n - bare}
     for name, row in table.items():
         print(
             f"{name:<36}{row['instructions_per_request']:>12,} instructions"

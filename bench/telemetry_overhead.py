@@ -5,8 +5,13 @@ saturation (wrk), latency at fixed rates of half and a quarter of bare's capacit
 open loop, so a slow answer does not delay the next request) with the CPU each run used,
 the same with two worker processes, and what each signal's export costs.
 
-    python bench/telemetry_overhead.py            # ~15 minutes
-    python bench/telemetry_overhead.py --quick    # ~4 minutes
+Every measurement runs in interleaved rounds (the order reverses every other round), each
+run starting once the services are quiet again (the one measured before has exported its
+backlog): saturation figures are medians over rounds, fixed-rate percentiles are taken
+over every request of a setup's rounds, so a hiccup of a shared host lands on one short run.
+
+    python bench/telemetry_overhead.py            # ~25 minutes
+    python bench/telemetry_overhead.py --quick    # ~6 minutes
 
 Needs the native binaries (`make binaries`) and wrk (`apt-get install wrk`); vegeta is built
 from its Go module into ~/.cache/modelobs/tools on first use. Figures go to
@@ -25,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,9 +161,10 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[int(rank) - 1]
 
 
-def fixed_rate(url: str, body: Path, rate: float, seconds: float, out: Path) -> dict[str, float]:
-    """Latency at a constant arrival rate (vegeta: open loop, every request sent on its
-    schedule however long earlier ones take, so no coordinated omission)."""
+def attack(url: str, body: Path, rate: float, seconds: float, out: Path) -> tuple[list[float], int]:
+    """Latencies (ms) at a constant arrival rate (vegeta: open loop, every request sent on
+    its schedule however long earlier ones take, so no coordinated omission), and how many
+    requests met a connection reset."""
     targets = out.with_suffix(".targets")
     targets.write_text(f"POST {url}\nContent-Type: application/json\n@{body}\n")
     subprocess.run(
@@ -194,16 +201,26 @@ def fixed_rate(url: str, body: Path, rate: float, seconds: float, out: Path) -> 
             f"{url}: {len(failed)} of {len(latencies)} requests failed at {rate:.0f}/s: "
             f"{failed[:3]}"
         )
-    latencies.sort()
+    return latencies, reset
+
+
+def latency_summary(latencies: list[float], resets: int, rate: float) -> dict[str, float]:
+    """Percentiles of every latency of one setup at one rate (all its rounds pooled)."""
+    ordered = sorted(latencies)
     return {
         "rate": rate,
-        "requests": len(latencies),
-        "connection_resets": reset,
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
-        "p999_ms": percentile(latencies, 99.9),
-        "max_ms": latencies[-1],
+        "requests": len(ordered),
+        "connection_resets": resets,
+        "p50_ms": percentile(ordered, 50),
+        "p99_ms": percentile(ordered, 99),
+        "p999_ms": percentile(ordered, 99.9),
+        "max_ms": ordered[-1],
     }
+
+
+def fixed_rate(url: str, body: Path, rate: float, seconds: float, out: Path) -> dict[str, float]:
+    """One fixed-rate run's latency percentiles (bench/telemetry_rounds.py)."""
+    return latency_summary(*attack(url, body, rate, seconds, out), rate)
 
 
 def cpu_seconds(processes: list[Running]) -> float:
@@ -217,6 +234,23 @@ def cpu_by_process(processes: list[Running]) -> dict[str, float]:
     return {
         record.name: sum(sum(p.cpu_times()[:2]) for p in record.group()) for record in processes
     }
+
+
+def wait_quiet(processes: list[Running], limit_s: float = 20.0) -> float:
+    """Until every service process together used under 15 % of a core for a second (the
+    setup measured before has exported what it queued; idle, the fourteen services use
+    about 6 % together: metric exports, drift checks), at most ``limit_s``; the seconds
+    waited. Without it, a setup's export backlog runs on the core the next one is measured
+    on, and that next one pays for it."""
+    start = time.monotonic()
+    last = cpu_seconds(processes)
+    while time.monotonic() - start < limit_s:
+        time.sleep(1.0)
+        now = cpu_seconds(processes)
+        if now - last < 0.15:
+            break
+        last = now
+    return time.monotonic() - start
 
 
 def queue_full_drops(metrics_url: str) -> dict[str, float]:
@@ -322,6 +356,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None, help="per wrk run")
     parser.add_argument("--rate-seconds", type=float, default=None, help="per fixed-rate run")
+    parser.add_argument(
+        "--rate-rounds", type=int, default=None, help="fixed-rate runs per setup and rate"
+    )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
         "--no-breakdown", action="store_true", help="skip the per-signal and library setups"
@@ -343,9 +380,10 @@ def main() -> int:
         return 0
     global WRK_CPU
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
-    rounds = args.rounds or (2 if args.quick else 4)
+    rounds = args.rounds or (2 if args.quick else 6)
     seconds = args.seconds or (5.0 if args.quick else 8.0)
-    rate_seconds = args.rate_seconds or (10.0 if args.quick else 20.0)
+    rate_seconds = args.rate_seconds or 10.0
+    rate_rounds = args.rate_rounds or (1 if args.quick else 3)
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
@@ -409,12 +447,14 @@ def main() -> int:
         print(f"starting collector, Jaeger and {len(parts) - 3} services in {run_dir}", flush=True)
         running = {record.name: record for record in stack.start(parts)}
         services = {name: [running[n] for n in names] for name, names in service_names.items()}
+        every_service = [record for records in services.values() for record in records]
         for name in setups:  # warm up every path once
             wrk(url_of(name), script, 2, args.connections)
         for r in range(rounds):
             # Alternate the order each round so drift in machine load hits every setup alike.
             order = list(setups) if r % 2 == 0 else list(reversed(setups))
             for name in order:
+                waited = wait_quiet(every_service)
                 cpu_before = cpu_by_process(services[name])
                 result = wrk(url_of(name), script, seconds, args.connections)
                 used = {
@@ -427,11 +467,13 @@ def main() -> int:
                 result["cpu_us_per_request_by_process"] = {
                     part: value / result["requests"] * 1e6 for part, value in used.items()
                 }
+                result["waited_for_quiet_s"] = round(waited, 1)
                 results[name].append(result)
                 print(
                     f"round {r + 1}/{rounds}  {name:<30} {result['rps']:8.1f} req/s  "
                     f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
-                    f"CPU {result['cpu_us_per_request']:6.0f} µs/request",
+                    f"CPU {result['cpu_us_per_request']:6.0f} µs/request  "
+                    f"(waited {waited:.0f} s for quiet)",
                     flush=True,
                 )
         # Fixed rates: a share of what bare sustained at saturation, the same rate for the
@@ -439,23 +481,53 @@ def main() -> int:
         # CPU each than back-to-back ones (one event-loop wake-up per request, cold caches
         # between them), so half of the saturation rate keeps a service busier than half
         # the time: the CPU each run used is measured and reported as the core's busy share.
+        # Each setup runs ``rate_rounds`` times at each rate, in rounds whose order reverses
+        # every other time, and its percentiles are taken over every latency of those runs:
+        # a hiccup of the shared host then lands on one short run of one setup, not on the
+        # whole of it.
+        paced = [name for name in setups if name not in dict.fromkeys(n for n, *_ in BREAKDOWN)]
         for fraction in FIXED_RATE_FRACTIONS:
-            for name, (kind, _, workers, _) in setups.items():
-                if name in dict.fromkeys(n for n, *_ in BREAKDOWN):
-                    continue
+            pooled: dict[str, list[float]] = {name: [] for name in paced}
+            by_round: dict[str, list[float]] = {name: [] for name in paced}
+            resets = dict.fromkeys(paced, 0)
+            cpu_used = dict.fromkeys(paced, 0.0)
+            waited = dict.fromkeys(paced, 0.0)
+            rate_of = {}
+            for name in paced:
+                kind, _, workers, _ = setups[name]
                 bare = baseline_of(name, kind, workers)
-                rate = statistics.median(r["rps"] for r in results[bare]) * fraction
-                cpu_before = cpu_seconds(services[name])
-                lat = fixed_rate(url_of(name), body, rate, rate_seconds, run_dir / "v.bin")
-                cpu = cpu_seconds(services[name]) - cpu_before
+                rate_of[name] = statistics.median(r["rps"] for r in results[bare]) * fraction
+            for r in range(rate_rounds):
+                for name in paced if r % 2 == 0 else list(reversed(paced)):
+                    waited[name] += wait_quiet(every_service)
+                    cpu_before = cpu_seconds(services[name])
+                    run_latencies, run_resets = attack(
+                        url_of(name), body, rate_of[name], rate_seconds, run_dir / "v.bin"
+                    )
+                    cpu_used[name] += cpu_seconds(services[name]) - cpu_before
+                    pooled[name] += run_latencies
+                    resets[name] += run_resets
+                    run = latency_summary(run_latencies, run_resets, rate_of[name])
+                    by_round[name].append(run["p99_ms"])
+                    print(
+                        f"fixed rate {rate_of[name]:6.0f}/s  round {r + 1}/{rate_rounds}  "
+                        f"{name:<30} p50 {run['p50_ms']:6.2f} ms  p99 {run['p99_ms']:6.2f} ms",
+                        flush=True,
+                    )
+            for name in paced:
+                lat = latency_summary(pooled[name], resets[name], rate_of[name])
                 lat["fraction_of_bare_capacity"] = fraction
-                lat["cpu_us_per_request"] = cpu / max(lat["requests"], 1) * 1e6
-                # Cores kept busy: CPU seconds per second of the run (two-worker setups
+                lat["rounds"] = rate_rounds
+                lat["seconds_per_round"] = rate_seconds
+                lat["p99_ms_by_round"] = by_round[name]
+                lat["cpu_us_per_request"] = cpu_used[name] / max(lat["requests"], 1) * 1e6
+                # Cores kept busy: CPU seconds per second of the runs (two-worker setups
                 # can reach 2).
-                lat["busy_cores"] = cpu / rate_seconds
+                lat["busy_cores"] = cpu_used[name] / (rate_seconds * rate_rounds)
+                lat["waited_for_quiet_s"] = round(waited[name], 1)
                 latency.setdefault(name, {})[str(fraction)] = lat
                 print(
-                    f"fixed rate {rate:6.0f}/s  {name:<30} p50 {lat['p50_ms']:6.2f} ms  "
+                    f"fixed rate {rate_of[name]:6.0f}/s  {name:<30} p50 {lat['p50_ms']:6.2f} ms  "
                     f"p99 {lat['p99_ms']:6.2f} ms  p99.9 {lat['p999_ms']:6.2f} ms  "
                     f"busy {lat['busy_cores']:.2f}",
                     flush=True,
@@ -516,6 +588,7 @@ def main() -> int:
             "rounds": rounds,
             "seconds_per_run": seconds,
             "fixed_rate_seconds": rate_seconds,
+            "fixed_rate_rounds": rate_rounds,
             "fixed_rate_fractions": list(FIXED_RATE_FRACTIONS),
             "connections": args.connections,
             "pinned": pin,
