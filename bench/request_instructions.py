@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import re
 import shutil
@@ -152,11 +153,33 @@ def count(setup: str, requests: int, out_dir: Path) -> int:
     return collected // requests
 
 
+def markdown_table(figures: dict) -> str:
+    """The table bench/README.md quotes, from a results file's figures (a test holds the
+    README to the committed results through this function)."""
+    lines = [
+        "| setup | instructions per request | of bare | above bare |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, row in figures["setups"].items():
+        lines.append(
+            f"| {name} | {row['instructions_per_request'] / 1000:,.0f}k | {row['of_bare']:.3f} "
+            f"| {row['above_bare'] / 1000:+,.0f}k |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--inside", choices=list(SETUPS), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--table", action="store_true", help="print the README table of the committed results"
+    )
     args = parser.parse_args()
+    if args.table:
+        results = ROOT / "bench" / "results" / "request_instructions.json"
+        print(markdown_table(json.loads(results.read_text())))
+        return 0
     if args.inside:
         inside(args.inside, args.requests)
         return 0
