@@ -14,8 +14,8 @@ process pinned to CPU 0 (with ``--gateway``: a gateway → model pair, both on C
 CPU figures the pair's sum and each process's part; ``--split`` adds bare and full pairs
 whose model service runs on CPU 1, so that neither process shares its core with the other),
 the collector, Jaeger, the log store and the load tool on CPU 1 (as
-bench/telemetry_overhead.py). Each round
-runs every setup in turn, the order reversed every other round. With ``--rate``: vegeta at
+bench/telemetry_overhead.py). Each round runs every setup in turn, the order reversed every
+other round. With ``--rate``: vegeta at
 that fixed rate, p50/p99/p99.9 and the cores kept busy; with ``--saturation``: wrk, requests
 per second and CPU µs per request. Medians over rounds, and each round's p99 (or CPU).
 Figures go to bench/results/telemetry_rounds.json (``--name`` for another file).
