@@ -43,11 +43,6 @@ import telemetry_overhead as overhead  # noqa: E402
 from results_file import write_results  # noqa: E402
 
 
-def process_role(tag: str) -> str:
-    """``gateway`` or ``model service``: what a setup's process is, from its component name."""
-    return "gateway" if tag.endswith("-gw") else "model service"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, help="a checkout to compare")
@@ -87,7 +82,10 @@ def main() -> int:
     if args.variant:
         setups["full variant"] = dict(v.split("=", 1) for v in args.variant)
     if args.split:
-        setups |= {f"{name}, own cores": dict(setups[name]) for name in ("bare", "full")}
+        own_cores = {f"{name}, own cores": dict(setups[name]) for name in ("bare", "full")}
+        setups |= own_cores
+    else:
+        own_cores = {}
     overhead.ensure_vegeta()
     bins = find_binaries()
     run_dir = Path(tempfile.mkdtemp(prefix="modelobs-rounds-"))
@@ -106,9 +104,10 @@ def main() -> int:
         model_port = free_ports(1)[0] if args.gateway else port
         spec = native.SPECS["model-service"]
         part = native.resolve(spec, cfg, name=tag, params={"port": str(model_port)}, env=env)
-        part.argv = overhead.pinned(1 if name.endswith("own cores") else 0, part.argv)
+        part.argv = overhead.pinned(1 if name in own_cores else 0, part.argv)
         parts.append(part)
-        names[name] = ([tag], cfg.url(port, "/predict"))
+        # Each setup's processes, by component name → role, and the URL the load goes to.
+        names[name] = ({tag: "model service"}, cfg.url(port, "/predict"))
         if args.gateway:
             params = {"port": str(port), "model_url": cfg.url(model_port)}
             gateway = native.resolve(
@@ -121,7 +120,8 @@ def main() -> int:
             )
             gateway.argv = overhead.pinned(0, gateway.argv)
             parts.append(gateway)
-            names[name] = ([tag, gateway.name], cfg.url(port, "/v1/predict"))
+            roles = {tag: "model service", gateway.name: "gateway"}
+            names[name] = (roles, cfg.url(port, "/v1/predict"))
     overhead.WRK_CPU = 1
     body = run_dir / "body.json"
     body.write_text(overhead.BODY)
@@ -135,8 +135,8 @@ def main() -> int:
             overhead.wrk(url, script, 2, 16)  # warm up
         for r in range(args.rounds):
             for name in list(setups) if r % 2 == 0 else list(reversed(setups)):
-                tags, url = names[name]
-                processes = [running[tag] for tag in tags]
+                roles, url = names[name]
+                processes = [running[tag] for tag in roles]
                 cpu_before = overhead.cpu_by_process(processes)
                 if args.saturation:
                     run = overhead.wrk(url, script, args.seconds, 16)
@@ -152,7 +152,7 @@ def main() -> int:
                 run["cpu_us_per_request"] = cpu / requests * 1e6
                 # Which process pays what (a pair: the gateway and its model service).
                 run["cpu_us_per_request_by_process"] = {
-                    process_role(tag): seconds / requests * 1e6 for tag, seconds in used.items()
+                    roles[tag]: seconds / requests * 1e6 for tag, seconds in used.items()
                 }
                 runs[name].append(run)
                 by_process = "  ".join(

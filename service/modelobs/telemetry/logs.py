@@ -57,7 +57,7 @@ def _trace_ids() -> tuple[str | None, str | None]:
 
 
 def _to_attribute(value: Any) -> Any:
-    if isinstance(value, bool | int | float | str):
+    if isinstance(value, log_records.SCALARS):
         return value
     if isinstance(value, list | tuple) and all(
         isinstance(v, bool | int | float | str) for v in value
