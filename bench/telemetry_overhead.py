@@ -5,10 +5,13 @@ saturation (wrk), latency at fixed rates of half and a quarter of bare's capacit
 open loop, so a slow answer does not delay the next request) with the CPU each run used,
 the same with two worker processes, and what each signal's export costs.
 
-Every measurement runs in interleaved rounds (the order reverses every other round), each
-run starting once the services are quiet again (the one measured before has exported its
-backlog): saturation figures are medians over rounds, fixed-rate percentiles are taken
-over every request of a setup's rounds, so a hiccup of a shared host lands on one short run.
+The setups run in groups (the model service; the pair; two workers), one group at a time:
+only the measured group's services run, beside the collector, Jaeger and the log store.
+Within a group every measurement runs in interleaved rounds (the order reverses every other
+round), each run starting once the services are quiet again (the one measured before has
+exported its backlog): saturation figures are medians over rounds, fixed-rate percentiles
+are taken over every request of a setup's rounds, so a hiccup of a shared host lands on one
+short run.
 
     python bench/telemetry_overhead.py            # ~25 minutes
     python bench/telemetry_overhead.py --quick    # ~6 minutes
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -66,21 +70,26 @@ FIXED_RATE_FRACTIONS = (0.5, 0.25)
 OFF = "none"
 # The default OpenTelemetry setup in place of ours (bench/peer_service.py).
 PEER = {"MODELOBS_BENCH_PEER": "1"}
-# (name, entry point, environment, worker processes). The first six are the headline, the
-# next three the same on two workers (unpinned: both cores); the rest break the cost down by
-# signal (skipped with --no-breakdown).
+# (name, entry point, environment, worker processes): bare, the peer and ours, for the
+# model service, the gateway → model pair and the model service on two workers (unpinned:
+# both cores); BREAKDOWN breaks the cost down by signal (skipped with --no-breakdown).
 Variant = tuple[str, str, dict[str, str], int]
-VARIANTS: list[Variant] = [
+MODEL: list[Variant] = [
     ("model bare", "model", BARE, 1),
     ("model peer", "model", PEER, 1),
     ("model full", "model", {}, 1),
+]
+PAIR: list[Variant] = [
     ("gateway→model bare", "gateway", BARE, 1),
     ("gateway→model peer", "gateway", PEER, 1),
     ("gateway→model full", "gateway", {}, 1),
+]
+TWO_WORKERS: list[Variant] = [
     ("model bare, 2 workers", "model", BARE, 2),
     ("model peer, 2 workers", "model", PEER, 2),
     ("model full, 2 workers", "model", {}, 2),
 ]
+VARIANTS = MODEL + PAIR + TWO_WORKERS
 BREAKDOWN: list[Variant] = [
     # Like for like with bare's stdout: each prediction's record on stdout too (as shipped,
     # while logs go over OTLP it goes there only). The committed run (7aa9203) set this with
@@ -95,6 +104,15 @@ BREAKDOWN: list[Variant] = [
         {"OTEL_TRACES_EXPORTER": OFF, "OTEL_LOGS_EXPORTER": OFF, "OTEL_METRICS_EXPORTER": OFF},
         1,
     ),
+]
+# Setups measured together, one group at a time: a group's services run only while it is
+# measured, so its tail latency shows its own telemetry, not the timers (metric exports,
+# drift checks) of a dozen idle services on the same core. (title, setups with fixed
+# rates, breakdown setups measured at saturation only, stopped before the fixed rates.)
+GROUPS: list[tuple[str, list[str], list[str]]] = [
+    ("model service", [n for n, *_ in MODEL], [n for n, *_ in BREAKDOWN]),
+    ("gateway → model pair", [n for n, *_ in PAIR], []),
+    ("model service, 2 workers", [n for n, *_ in TWO_WORKERS], []),
 ]
 # Setup name → the bare setup its ratio is taken against.
 BASELINE = {"model": "model bare", "gateway": "gateway→model bare"}
@@ -238,10 +256,10 @@ def cpu_by_process(processes: list[Running]) -> dict[str, float]:
 
 def wait_quiet(processes: list[Running], limit_s: float = 20.0) -> float:
     """Until every service process together used under 15 % of a core for a second (the
-    setup measured before has exported what it queued; idle, the fourteen services use
-    about 6 % together: metric exports, drift checks), at most ``limit_s``; the seconds
-    waited. Without it, a setup's export backlog runs on the core the next one is measured
-    on, and that next one pays for it."""
+    setup measured before has exported what it queued; idle, fourteen services used about
+    6 % together: metric exports, drift checks), at most ``limit_s``; the seconds waited.
+    Without it, a setup's export backlog runs on the core the next one is measured on, and
+    that next one pays for it."""
     start = time.monotonic()
     last = cpu_seconds(processes)
     while time.monotonic() - start < limit_s:
@@ -297,14 +315,21 @@ def _busy(latency: dict[str, float]) -> str:
     return "" if busy is None else f"{busy:.2f}"
 
 
+def _paired(latency: dict[str, float]) -> str:
+    """The median over rounds of a run's p99 above bare's in the same round (older results
+    lack it)."""
+    above = latency.get("p99_above_bare_ms_paired_median")
+    return "" if above is None else f"{above:+.2f}"
+
+
 def markdown_tables(figures: dict) -> str:
     """The tables bench/README.md quotes, from a results file's figures (a test holds the
     README to the committed results through this function)."""
     summary = figures["summary"]
     lines = [
         "| setup | req/s (median) | of bare | of bare, from CPU | CPU µs per request "
-        "| fixed rate | busy | p50 ms | p99 ms | p99.9 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| fixed rate | busy | p50 ms | p99 ms | p99 above bare, paired | p99.9 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     quarter = []
     for name, s in summary.items():
@@ -316,21 +341,21 @@ def markdown_tables(figures: dict) -> str:
             f"| {label} | {s['rps_median']:.0f} | {s['of_bare']:.3f} | "
             f"{s['of_bare_from_cpu']:.3f} | {s['cpu_us_per_request_median']:.0f} | "
             f"{lat['rate']:.0f}/s | {_busy(lat)} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | "
-            f"{lat['p999_ms']:.2f} |"
+            f"{_paired(lat)} | {lat['p999_ms']:.2f} |"
         )
         for fraction, low in s.get("fixed_rates", {}).items():
             if fraction != str(FIXED_RATE_FRACTIONS[0]):
                 quarter.append(
                     f"| {label} | {low['rate']:.0f}/s | {_busy(low)} | "
                     f"{low.get('cpu_us_per_request', float('nan')):.0f} | {low['p50_ms']:.2f} | "
-                    f"{low['p99_ms']:.2f} | {low['p999_ms']:.2f} |"
+                    f"{low['p99_ms']:.2f} | {_paired(low)} | {low['p999_ms']:.2f} |"
                 )
     if quarter:
         lines += [
             "",
             "| setup, lower fixed rate | rate | busy | CPU µs per request | p50 ms | p99 ms "
-            "| p99.9 ms |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| p99 above bare, paired | p99.9 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
             *quarter,
         ]
     lines += [
@@ -348,6 +373,192 @@ def markdown_tables(figures: dict) -> str:
             f"{full_cpu - cpu:.0f} |"
         )
     return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class Setup:
+    """One measured setup: its service processes' specs, how to reach it, and, once
+    started, its running processes."""
+
+    name: str
+    kind: str
+    env: dict[str, str]
+    workers: int
+    port: int
+    parts: list[native.Process]
+    running: list[Running] = dataclasses.field(default_factory=list)
+
+
+def build_setups(
+    variants: list[Variant], ports: list[int], cfg: native.StackConfig, pin: bool
+) -> dict[str, Setup]:
+    """Each variant's service processes (a pair: its model service, then the gateway),
+    one-worker services pinned to CPU 0 when ``pin``."""
+    setups = {}
+    for (name, kind, env, workers), port in zip(variants, ports, strict=True):
+        tag = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        model_port = port if kind == "model" else free_ports(1)[0]
+        model = f"{tag}-model"
+        spec = native.SPECS["model-service"]
+        part = native.resolve(spec, cfg, name=model, params={"port": str(model_port)}, env=env)
+        part.argv = service_argv(part.argv, "model", env, workers)
+        parts = [part]
+        if kind == "gateway":
+            params = {"port": str(port), "model_url": cfg.url(model_port)}
+            gateway = native.SPECS["gateway"]
+            part = native.resolve(
+                gateway, cfg, name=tag, params=params, env=env, depends_on=(model,)
+            )
+            part.argv = service_argv(part.argv, "gateway", env, workers)
+            parts.append(part)
+        if pin and workers == 1:
+            for part in parts:
+                part.argv = pinned(0, part.argv)
+        setups[name] = Setup(name, kind, env, workers, port, parts)
+    return setups
+
+
+class Bench:
+    """What every measurement of one run shares: the load tools' inputs, the stack's
+    addresses and the options."""
+
+    def __init__(self, args: argparse.Namespace, run_dir: Path, cfg: native.StackConfig) -> None:
+        self.args = args
+        self.run_dir = run_dir
+        self.cfg = cfg
+        self.script = run_dir / "post.lua"
+        self.script.write_text(WRK_SCRIPT)
+        self.body = run_dir / "body.json"
+        self.body.write_text(BODY)
+        self.rounds = args.rounds or (2 if args.quick else 6)
+        self.seconds = args.seconds or (5.0 if args.quick else 8.0)
+        self.rate_seconds = args.rate_seconds or 10.0
+        self.rate_rounds = args.rate_rounds or (1 if args.quick else 5)
+
+    def url(self, setup: Setup) -> str:
+        return self.cfg.url(setup.port, "/predict" if setup.kind == "model" else "/v1/predict")
+
+    def saturation(self, setups: list[Setup], running: list[Running]) -> dict[str, list[dict]]:
+        """``rounds`` wrk runs per setup in interleaved rounds, each on quiet services:
+        throughput, latency and the CPU each process of the setup used per request."""
+        results: dict[str, list[dict]] = {s.name: [] for s in setups}
+        for r in range(self.rounds):
+            # Alternate the order each round so drift in machine load hits every setup alike.
+            for setup in setups if r % 2 == 0 else list(reversed(setups)):
+                waited = wait_quiet(running)
+                cpu_before = cpu_by_process(setup.running)
+                result = wrk(self.url(setup), self.script, self.seconds, self.args.connections)
+                used = {
+                    part: seconds_used - cpu_before[part]
+                    for part, seconds_used in cpu_by_process(setup.running).items()
+                }
+                result["cpu_us_per_request"] = sum(used.values()) / result["requests"] * 1e6
+                # Which process of a pair pays what (a pair's CPU is the sum).
+                result["cpu_us_per_request_by_process"] = {
+                    part: value / result["requests"] * 1e6 for part, value in used.items()
+                }
+                result["waited_for_quiet_s"] = round(waited, 1)
+                results[setup.name].append(result)
+                print(
+                    f"round {r + 1}/{self.rounds}  {setup.name:<34} {result['rps']:8.1f} req/s  "
+                    f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
+                    f"CPU {result['cpu_us_per_request']:6.0f} µs/request  "
+                    f"(waited {waited:.0f} s for quiet)",
+                    flush=True,
+                )
+        return results
+
+    def fixed_rates(
+        self, setups: list[Setup], bare_rps: float
+    ) -> dict[str, dict[str, dict[str, float]]]:
+        """Latency at each fixed rate, a share of bare's saturation throughput, the same rate
+        for bare, the peer and ours, so their latency is compared at one load.
+
+        Paced requests cost more CPU each than back-to-back ones (one event-loop wake-up per
+        request, cold caches between them), so half of the saturation rate keeps a service
+        busier than half the time: the CPU each run used is measured and reported as the
+        core's busy share. Each setup runs ``rate_rounds`` times at each rate, in rounds
+        whose order reverses every other time, and its percentiles are taken over every
+        latency of those runs: a hiccup of the shared host then lands on one short run of
+        one setup, not on the whole of it."""
+        running = [record for setup in setups for record in setup.running]
+        latency: dict[str, dict[str, dict[str, float]]] = {s.name: {} for s in setups}
+        for fraction in FIXED_RATE_FRACTIONS:
+            rate = bare_rps * fraction
+            pooled: dict[str, list[float]] = {s.name: [] for s in setups}
+            by_round: dict[str, list[float]] = {s.name: [] for s in setups}
+            resets = {s.name: 0 for s in setups}
+            cpu_used = {s.name: 0.0 for s in setups}
+            waited = {s.name: 0.0 for s in setups}
+            for r in range(self.rate_rounds):
+                for setup in setups if r % 2 == 0 else list(reversed(setups)):
+                    waited[setup.name] += wait_quiet(running)
+                    cpu_before = cpu_seconds(setup.running)
+                    run_latencies, run_resets = attack(
+                        self.url(setup), self.body, rate, self.rate_seconds, self.run_dir / "v.bin"
+                    )
+                    cpu_used[setup.name] += cpu_seconds(setup.running) - cpu_before
+                    pooled[setup.name] += run_latencies
+                    resets[setup.name] += run_resets
+                    run = latency_summary(run_latencies, run_resets, rate)
+                    by_round[setup.name].append(run["p99_ms"])
+                    print(
+                        f"fixed rate {rate:6.0f}/s  round {r + 1}/{self.rate_rounds}  "
+                        f"{setup.name:<34} p50 {run['p50_ms']:6.2f} ms  "
+                        f"p99 {run['p99_ms']:6.2f} ms",
+                        flush=True,
+                    )
+            for setup in setups:
+                name = setup.name
+                lat = latency_summary(pooled[name], resets[name], rate)
+                lat["fraction_of_bare_capacity"] = fraction
+                lat["rounds"] = self.rate_rounds
+                lat["seconds_per_round"] = self.rate_seconds
+                lat["p99_ms_by_round"] = by_round[name]
+                lat["cpu_us_per_request"] = cpu_used[name] / max(lat["requests"], 1) * 1e6
+                # Cores kept busy: CPU seconds per second of the runs (two-worker setups
+                # can reach 2).
+                lat["busy_cores"] = cpu_used[name] / (self.rate_seconds * self.rate_rounds)
+                lat["waited_for_quiet_s"] = round(waited[name], 1)
+                latency[name][str(fraction)] = lat
+                print(
+                    f"fixed rate {rate:6.0f}/s  {name:<34} p50 {lat['p50_ms']:6.2f} ms  "
+                    f"p99 {lat['p99_ms']:6.2f} ms  p99.9 {lat['p999_ms']:6.2f} ms  "
+                    f"busy {lat['busy_cores']:.2f}",
+                    flush=True,
+                )
+        return latency
+
+    def group(
+        self, title: str, setups: list[Setup], extras: list[Setup]
+    ) -> tuple[dict[str, list[dict]], dict[str, dict[str, dict[str, float]]]]:
+        """One group's services started on their own (the collector, Jaeger and the log
+        store keep running), measured at saturation with its breakdown setups, then at the
+        fixed rates without them, and stopped: no other group's services are running while
+        a group is measured."""
+        tag = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+        stack = Supervisor(self.run_dir / tag)
+        extra_stack = Supervisor(self.run_dir / f"{tag}-breakdown")
+        try:
+            n = sum(len(s.parts) for s in setups + extras)
+            print(f"\n== {title}: starting {n} service processes", flush=True)
+            for supervisor, members in ((stack, setups), (extra_stack, extras)):
+                running = {
+                    r.name: r for r in supervisor.start([p for s in members for p in s.parts])
+                }
+                for setup in members:
+                    setup.running = [running[p.name] for p in setup.parts]
+            everyone = [record for s in setups + extras for record in s.running]
+            for setup in setups + extras:  # warm up every path once
+                wrk(self.url(setup), self.script, 2, self.args.connections)
+            results = self.saturation(setups + extras, everyone)
+            extra_stack.stop(say=lambda _m: None)
+            bare = next(s for s in setups if s.env == BARE)
+            bare_rps = statistics.median(r["rps"] for r in results[bare.name])
+            return results, self.fixed_rates(setups, bare_rps)
+        finally:
+            extra_stack.stop(say=lambda _m: None)
+            stack.stop(say=lambda _m: None)
 
 
 def main() -> int:
@@ -380,10 +591,6 @@ def main() -> int:
         return 0
     global WRK_CPU
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
-    rounds = args.rounds or (2 if args.quick else 6)
-    seconds = args.seconds or (5.0 if args.quick else 8.0)
-    rate_seconds = args.rate_seconds or 10.0
-    rate_rounds = args.rate_rounds or (1 if args.quick else 3)
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
@@ -396,149 +603,35 @@ def main() -> int:
     cfg = native.StackConfig(
         run_dir=run_dir, ports=ports, load_max_seconds=0, ready_timeout_s=300.0
     )
-    stack = Supervisor(run_dir)
-    setups = {
-        name: (kind, env, workers, port)
-        for (name, kind, env, workers), port in zip(variants, extra, strict=True)
-    }
+    setups = build_setups(variants, extra, cfg, pin)
     backends = [
         native.resolve(native.SPECS[n], cfg, bins) for n in ("victorialogs", "otelcol", "jaeger")
     ]
-    parts = list(backends)
-    service_names: dict[str, list[str]] = {}
-    cpu_of: dict[str, int | None] = {}
-    for name, (kind, env, workers, port) in setups.items():
-        tag = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-        model_port = port if kind == "model" else free_ports(1)[0]
-        model = f"{tag}-model"
-        spec = native.SPECS["model-service"]
-        part = native.resolve(spec, cfg, name=model, params={"port": str(model_port)}, env=env)
-        part.argv = service_argv(part.argv, "model", env, workers)
-        cpu_of[model] = 0 if workers == 1 else None
-        parts.append(part)
-        service_names[name] = [model] if kind == "model" else [model, tag]
-        if kind == "gateway":
-            params = {"port": str(port), "model_url": cfg.url(model_port)}
-            gateway = native.SPECS["gateway"]
-            part = native.resolve(
-                gateway, cfg, name=tag, params=params, env=env, depends_on=(model,)
-            )
-            part.argv = service_argv(part.argv, "gateway", env, workers)
-            cpu_of[tag] = 0
-            parts.append(part)
     if pin:
         WRK_CPU = 1
-        for part in parts:
-            cpu = 1 if part in backends else cpu_of[part.name]
-            part.argv = pinned(cpu, part.argv)
-    script = run_dir / "post.lua"
-    script.write_text(WRK_SCRIPT)
-    body = run_dir / "body.json"
-    body.write_text(BODY)
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
+        for part in backends:
+            part.argv = pinned(1, part.argv)
+    bench = Bench(args, run_dir, cfg)
+    results: dict[str, list[dict]] = {}
     latency: dict[str, dict[str, dict[str, float]]] = {}
     commit = git_commit()
-
-    def url_of(name: str) -> str:
-        kind, _, _, port = setups[name]
-        return cfg.url(port, "/predict" if kind == "model" else "/v1/predict")
-
+    stack = Supervisor(run_dir)
     try:
-        print(f"starting collector, Jaeger and {len(parts) - 3} services in {run_dir}", flush=True)
-        running = {record.name: record for record in stack.start(parts)}
-        services = {name: [running[n] for n in names] for name, names in service_names.items()}
-        every_service = [record for records in services.values() for record in records]
-        for name in setups:  # warm up every path once
-            wrk(url_of(name), script, 2, args.connections)
-        for r in range(rounds):
-            # Alternate the order each round so drift in machine load hits every setup alike.
-            order = list(setups) if r % 2 == 0 else list(reversed(setups))
-            for name in order:
-                waited = wait_quiet(every_service)
-                cpu_before = cpu_by_process(services[name])
-                result = wrk(url_of(name), script, seconds, args.connections)
-                used = {
-                    part: seconds_used - cpu_before[part]
-                    for part, seconds_used in cpu_by_process(services[name]).items()
-                }
-                cpu = sum(used.values())
-                result["cpu_us_per_request"] = cpu / result["requests"] * 1e6
-                # Which process of a pair pays what (a pair's CPU is the sum).
-                result["cpu_us_per_request_by_process"] = {
-                    part: value / result["requests"] * 1e6 for part, value in used.items()
-                }
-                result["waited_for_quiet_s"] = round(waited, 1)
-                results[name].append(result)
-                print(
-                    f"round {r + 1}/{rounds}  {name:<30} {result['rps']:8.1f} req/s  "
-                    f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
-                    f"CPU {result['cpu_us_per_request']:6.0f} µs/request  "
-                    f"(waited {waited:.0f} s for quiet)",
-                    flush=True,
-                )
-        # Fixed rates: a share of what bare sustained at saturation, the same rate for the
-        # peer and ours, so their latency is compared at one load. Paced requests cost more
-        # CPU each than back-to-back ones (one event-loop wake-up per request, cold caches
-        # between them), so half of the saturation rate keeps a service busier than half
-        # the time: the CPU each run used is measured and reported as the core's busy share.
-        # Each setup runs ``rate_rounds`` times at each rate, in rounds whose order reverses
-        # every other time, and its percentiles are taken over every latency of those runs:
-        # a hiccup of the shared host then lands on one short run of one setup, not on the
-        # whole of it.
-        paced = [name for name in setups if name not in dict.fromkeys(n for n, *_ in BREAKDOWN)]
-        for fraction in FIXED_RATE_FRACTIONS:
-            pooled: dict[str, list[float]] = {name: [] for name in paced}
-            by_round: dict[str, list[float]] = {name: [] for name in paced}
-            resets = dict.fromkeys(paced, 0)
-            cpu_used = dict.fromkeys(paced, 0.0)
-            waited = dict.fromkeys(paced, 0.0)
-            rate_of = {}
-            for name in paced:
-                kind, _, workers, _ = setups[name]
-                bare = baseline_of(name, kind, workers)
-                rate_of[name] = statistics.median(r["rps"] for r in results[bare]) * fraction
-            for r in range(rate_rounds):
-                for name in paced if r % 2 == 0 else list(reversed(paced)):
-                    waited[name] += wait_quiet(every_service)
-                    cpu_before = cpu_seconds(services[name])
-                    run_latencies, run_resets = attack(
-                        url_of(name), body, rate_of[name], rate_seconds, run_dir / "v.bin"
-                    )
-                    cpu_used[name] += cpu_seconds(services[name]) - cpu_before
-                    pooled[name] += run_latencies
-                    resets[name] += run_resets
-                    run = latency_summary(run_latencies, run_resets, rate_of[name])
-                    by_round[name].append(run["p99_ms"])
-                    print(
-                        f"fixed rate {rate_of[name]:6.0f}/s  round {r + 1}/{rate_rounds}  "
-                        f"{name:<30} p50 {run['p50_ms']:6.2f} ms  p99 {run['p99_ms']:6.2f} ms",
-                        flush=True,
-                    )
-            for name in paced:
-                lat = latency_summary(pooled[name], resets[name], rate_of[name])
-                lat["fraction_of_bare_capacity"] = fraction
-                lat["rounds"] = rate_rounds
-                lat["seconds_per_round"] = rate_seconds
-                lat["p99_ms_by_round"] = by_round[name]
-                lat["cpu_us_per_request"] = cpu_used[name] / max(lat["requests"], 1) * 1e6
-                # Cores kept busy: CPU seconds per second of the runs (two-worker setups
-                # can reach 2).
-                lat["busy_cores"] = cpu_used[name] / (rate_seconds * rate_rounds)
-                lat["waited_for_quiet_s"] = round(waited[name], 1)
-                latency.setdefault(name, {})[str(fraction)] = lat
-                print(
-                    f"fixed rate {rate_of[name]:6.0f}/s  {name:<30} p50 {lat['p50_ms']:6.2f} ms  "
-                    f"p99 {lat['p99_ms']:6.2f} ms  p99.9 {lat['p999_ms']:6.2f} ms  "
-                    f"busy {lat['busy_cores']:.2f}",
-                    flush=True,
-                )
+        print(f"starting the collector, Jaeger and the log store in {run_dir}", flush=True)
+        stack.start(backends)
+        for title, members, extras in GROUPS:
+            group_results, group_latency = bench.group(
+                title, [setups[n] for n in members], [setups[n] for n in extras if n in setups]
+            )
+            results.update(group_results)
+            latency.update(group_latency)
         drops = queue_full_drops(cfg.url(ports.collector_prometheus, "/metrics"))
         print(f"dropped by full SDK queues (all our setups): {drops}", flush=True)
     finally:
         stack.stop(say=lambda _m: None)
     summary = {}
     for name, runs in results.items():
-        kind, _, workers, _ = setups[name]
+        kind, workers = setups[name].kind, setups[name].workers
         summary[name] = {
             "rps_median": statistics.median(r["rps"] for r in runs),
             "p50_ms_median": statistics.median(r["p50_ms"] for r in runs),
@@ -560,6 +653,14 @@ def main() -> int:
         )
         s["of_bare_from_cpu"] = bare["cpu_us_per_request_median"] / s["cpu_us_per_request_median"]
         s["cpu_us_above_bare"] = s["cpu_us_per_request_median"] - bare["cpu_us_per_request_median"]
+        # Fixed rates, paired the same way: each round's p99 against bare's of that round
+        # (run next to it), the median of those differences. The pooled p99 takes the
+        # worst round's tail, wherever the host put a stall.
+        for fraction, lat in s.get("fixed_rates", {}).items():
+            bare_rounds = bare["fixed_rates"][fraction]["p99_ms_by_round"]
+            lat["p99_above_bare_ms_paired_median"] = statistics.median(
+                p99 - b for p99, b in zip(lat["p99_ms_by_round"], bare_rounds, strict=True)
+            )
     full = summary["model full"]["cpu_us_per_request_median"]
     breakdown_us = {
         name.removeprefix("model, "): full - summary[name]["cpu_us_per_request_median"]
@@ -585,10 +686,12 @@ def main() -> int:
         "telemetry_overhead",
         {
             "commit": commit,
-            "rounds": rounds,
-            "seconds_per_run": seconds,
-            "fixed_rate_seconds": rate_seconds,
-            "fixed_rate_rounds": rate_rounds,
+            "rounds": bench.rounds,
+            "seconds_per_run": bench.seconds,
+            "fixed_rate_seconds": bench.rate_seconds,
+            "fixed_rate_rounds": bench.rate_rounds,
+            # Each group's services ran only while it was measured (Bench.group).
+            "groups": {title: members + extras for title, members, extras in GROUPS},
             "fixed_rate_fractions": list(FIXED_RATE_FRACTIONS),
             "connections": args.connections,
             "pinned": pin,
