@@ -395,6 +395,17 @@ class Setup:
     running: list[Running] = dataclasses.field(default_factory=list)
 
 
+def backend_parts(cfg: native.StackConfig, bins: dict[str, str], pin: bool) -> list[native.Process]:
+    """The log store, the collector and Jaeger, on CPU 1 when ``pin``, below the load tool
+    (``BACKEND_NICENESS``)."""
+    parts = []
+    for name in ("victorialogs", "otelcol", "jaeger"):
+        part = native.resolve(native.SPECS[name], cfg, bins)
+        part.argv = ["nice", "-n", str(BACKEND_NICENESS), *pinned(1 if pin else None, part.argv)]
+        parts.append(part)
+    return parts
+
+
 def build_setups(
     variants: list[Variant], ports: list[int], cfg: native.StackConfig, pin: bool
 ) -> dict[str, Setup]:
@@ -611,15 +622,9 @@ def main() -> int:
         run_dir=run_dir, ports=ports, load_max_seconds=0, ready_timeout_s=300.0
     )
     setups = build_setups(variants, extra, cfg, pin)
-    backends = [
-        native.resolve(native.SPECS[n], cfg, bins) for n in ("victorialogs", "otelcol", "jaeger")
-    ]
+    backends = backend_parts(cfg, bins, pin)
     if pin:
         WRK_CPU = 1
-        for part in backends:
-            part.argv = pinned(1, part.argv)
-    for part in backends:
-        part.argv = ["nice", "-n", str(BACKEND_NICENESS), *part.argv]
     bench = Bench(args, run_dir, cfg)
     results: dict[str, list[dict]] = {}
     latency: dict[str, dict[str, dict[str, float]]] = {}

@@ -93,11 +93,7 @@ def main() -> int:
     cfg = native.StackConfig(
         run_dir=run_dir, ports=ports, load_max_seconds=0, ready_timeout_s=300.0
     )
-    backends = [
-        native.resolve(native.SPECS[n], cfg, bins) for n in ("victorialogs", "otelcol", "jaeger")
-    ]
-    for part in backends:
-        part.argv = overhead.pinned(1, part.argv)
+    backends = overhead.backend_parts(cfg, bins, pin=True)
     parts, names = list(backends), {}
     for (name, env), port in zip(setups.items(), extra, strict=True):
         tag = re.sub(r"[^a-z0-9]+", "-", name).strip("-")
