@@ -590,6 +590,11 @@ def main() -> int:
     )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
+        "--name",
+        default="telemetry_overhead",
+        help="results file: bench/results/<name>.json (a repeat beside the committed run)",
+    )
+    parser.add_argument(
         "--no-breakdown", action="store_true", help="skip the per-signal and library setups"
     )
     parser.add_argument(
@@ -697,7 +702,7 @@ def main() -> int:
     for name, cost in breakdown_us.items():
         print(f"export cost, {name}: {cost:+.0f} µs CPU per request")
     out = write_results(
-        "telemetry_overhead",
+        args.name,
         {
             "commit": commit,
             "rounds": bench.rounds,
