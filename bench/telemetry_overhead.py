@@ -13,8 +13,8 @@ exported its backlog): saturation figures are medians over rounds, fixed-rate pe
 are taken over every request of a setup's rounds, so a hiccup of a shared host lands on one
 short run.
 
-    python bench/telemetry_overhead.py            # ~25 minutes
-    python bench/telemetry_overhead.py --quick    # ~6 minutes
+    python bench/telemetry_overhead.py            # ~32 minutes
+    python bench/telemetry_overhead.py --quick    # 2 saturation rounds, 1 run per fixed rate
 
 Needs the native binaries (`make binaries`) and wrk (`apt-get install wrk`); vegeta is built
 from its Go module into ~/.cache/modelobs/tools on first use. Figures go to
