@@ -435,6 +435,11 @@ def build_setups(
     return setups
 
 
+def setup_url(cfg: native.StackConfig, setup: Setup) -> str:
+    """Where a setup's load goes: the model service's or the gateway's predict route."""
+    return cfg.url(setup.port, "/predict" if setup.kind == "model" else "/v1/predict")
+
+
 class Bench:
     """What every measurement of one run shares: the load tools' inputs, the stack's
     addresses and the options."""
@@ -454,11 +459,16 @@ class Bench:
         self.backends: list[Running] = []  # the collector, Jaeger and the log store, once up
 
     def url(self, setup: Setup) -> str:
-        return self.cfg.url(setup.port, "/predict" if setup.kind == "model" else "/v1/predict")
+        return setup_url(self.cfg, setup)
 
-    def saturation(self, setups: list[Setup], running: list[Running]) -> dict[str, list[dict]]:
+    def quiet_set(self, setups: list[Setup]) -> list[Running]:
+        """What must be quiet before a run: the running setups' services and the backends."""
+        return [record for setup in setups for record in setup.running] + self.backends
+
+    def saturation(self, setups: list[Setup]) -> dict[str, list[dict]]:
         """``rounds`` wrk runs per setup in interleaved rounds, each on quiet services:
         throughput, latency and the CPU each process of the setup used per request."""
+        running = self.quiet_set(setups)
         results: dict[str, list[dict]] = {s.name: [] for s in setups}
         for r in range(self.rounds):
             # Alternate the order each round so drift in machine load hits every setup alike.
@@ -499,7 +509,7 @@ class Bench:
         whose order reverses every other time, and its percentiles are taken over every
         latency of those runs: a hiccup of the shared host then lands on one short run of
         one setup, not on the whole of it."""
-        running = [record for setup in setups for record in setup.running] + self.backends
+        running = self.quiet_set(setups)
         latency: dict[str, dict[str, dict[str, float]]] = {s.name: {} for s in setups}
         for fraction in FIXED_RATE_FRACTIONS:
             rate = bare_rps * fraction
@@ -566,17 +576,17 @@ class Bench:
                 }
                 for setup in members:
                     setup.running = [running[p.name] for p in setup.parts]
-            everyone = [record for s in setups + extras for record in s.running] + self.backends
             for setup in setups + extras:  # warm up every path once
                 wrk(self.url(setup), self.script, 2, self.args.connections)
-            results = self.saturation(setups + extras, everyone)
+            results = self.saturation(setups + extras)
             extra_stack.stop(say=lambda _m: None)
-            bare = next(s for s in setups if s.env == BARE)
-            bare_rps = statistics.median(r["rps"] for r in results[bare.name])
+            first = setups[0]
+            bare = baseline_of(first.name, first.kind, first.workers)
+            bare_rps = statistics.median(r["rps"] for r in results[bare])
             return results, self.fixed_rates(setups, bare_rps)
         finally:
-            extra_stack.stop(say=lambda _m: None)
-            stack.stop(say=lambda _m: None)
+            for supervisor in (extra_stack, stack):  # nothing recorded: nothing to do
+                supervisor.stop(say=lambda _m: None)
 
 
 def main() -> int:

@@ -24,7 +24,6 @@ Figures go to bench/results/telemetry_rounds.json (``--name`` for another file).
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import tempfile
@@ -36,11 +35,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from deploy.native import components as native  # noqa: E402
 from deploy.native.binaries import find_binaries  # noqa: E402
-from deploy.native.net import free_ports  # noqa: E402
 from deploy.native.supervisor import Supervisor  # noqa: E402
 
 import telemetry_overhead as overhead  # noqa: E402
 from results_file import write_results  # noqa: E402
+
+# What each of a setup's parts is, in build_setups' order (a pair: model service, gateway).
+PART_ROLES = ("model service", "gateway")
 
 
 def main() -> int:
@@ -94,30 +95,21 @@ def main() -> int:
         run_dir=run_dir, ports=ports, load_max_seconds=0, ready_timeout_s=300.0
     )
     backends = overhead.backend_parts(cfg, bins, pin=True)
+    kind = "gateway" if args.gateway else "model"
+    variants = [(name, kind, env, 1) for name, env in setups.items()]
+    built = overhead.build_setups(variants, extra, cfg, pin=False)
     parts, names = list(backends), {}
-    for (name, env), port in zip(setups.items(), extra, strict=True):
-        tag = re.sub(r"[^a-z0-9]+", "-", name).strip("-")
-        model_port = free_ports(1)[0] if args.gateway else port
-        spec = native.SPECS["model-service"]
-        part = native.resolve(spec, cfg, name=tag, params={"port": str(model_port)}, env=env)
-        part.argv = overhead.pinned(1 if name in own_cores else 0, part.argv)
-        parts.append(part)
+    for name, setup in built.items():
+        # CPU 0, but for an own-cores setup's model service (its first part): CPU 1.
+        for part in setup.parts:
+            own = name in own_cores and part is setup.parts[0]
+            part.argv = overhead.pinned(1 if own else 0, part.argv)
+        parts += setup.parts
         # Each setup's processes, by component name → role, and the URL the load goes to.
-        names[name] = ({tag: "model service"}, cfg.url(port, "/predict"))
-        if args.gateway:
-            params = {"port": str(port), "model_url": cfg.url(model_port)}
-            gateway = native.resolve(
-                native.SPECS["gateway"],
-                cfg,
-                name=f"{tag}-gw",
-                params=params,
-                env=env,
-                depends_on=(tag,),
-            )
-            gateway.argv = overhead.pinned(0, gateway.argv)
-            parts.append(gateway)
-            roles = {tag: "model service", gateway.name: "gateway"}
-            names[name] = (roles, cfg.url(port, "/v1/predict"))
+        roles = dict(
+            zip((p.name for p in setup.parts), PART_ROLES[: len(setup.parts)], strict=True)
+        )
+        names[name] = (roles, overhead.setup_url(cfg, setup))
     overhead.WRK_CPU = 1
     body = run_dir / "body.json"
     body.write_text(overhead.BODY)

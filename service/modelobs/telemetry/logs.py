@@ -59,9 +59,7 @@ def _trace_ids() -> tuple[str | None, str | None]:
 def _to_attribute(value: Any) -> Any:
     if isinstance(value, log_records.SCALARS):
         return value
-    if isinstance(value, list | tuple) and all(
-        isinstance(v, bool | int | float | str) for v in value
-    ):
+    if isinstance(value, list | tuple) and all(isinstance(v, log_records.SCALARS) for v in value):
         return list(value)
     return json.dumps(value, default=_json_default, separators=(",", ":"))
 
